@@ -1,0 +1,99 @@
+"""The post-norm transformer-decoder layer shared by ``mldecoder`` and ``txdec``.
+
+Attention weights are stored like ``nn.MultiheadAttention`` (``in_proj_weight`` (3D, D), ``in_proj_bias``,
+``out_proj``) so official checkpoints map onto it one to one, but the maths goes through
+``scaled_dot_product_attention`` with batch-first tensors, and the query side may have batch 1: work that does
+not depend on the image (the projection of fixed queries) is then done once per batch and broadcast.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+    """Multi-head attention, batch first. ``q`` (Bq, K, D) with Bq in {1, B}; ``kv`` (B, L, D)."""
+
+    def __init__(self, embed: int, heads: int, dropout: float):
+        super().__init__()
+        if embed % heads:
+            raise ValueError(f"embed ({embed}) must be divisible by heads ({heads})")
+        self.embed, self.heads, self.dropout = embed, heads, dropout
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * embed, embed))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed))
+        self.out_proj = nn.Linear(embed, embed)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        D, h = self.embed, self.heads
+        Bq, K, _ = q.shape
+        B, L, _ = kv.shape
+        w, b = self.in_proj_weight, self.in_proj_bias
+        q = F.linear(q, w[:D], b[:D])  # (Bq, K, D): once per batch when the queries are image-independent
+        k, v = F.linear(kv, w[D:], b[D:]).view(B, L, 2, h, D // h).permute(2, 0, 3, 1, 4)  # (B, h, L, D/h) each
+        q = q.view(Bq, K, h, D // h).transpose(1, 2).expand(B, h, K, D // h)  # (B, h, K, D/h)
+        o = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        o = o.transpose(1, 2).reshape(B, K, D)  # (B, K, D)
+        return self.out_proj(o)
+
+    def macs(self, Bq: int, B: int, K: int, L: int) -> int:
+        D = self.embed
+        return Bq * K * D * D + B * L * D * 2 * D + 2 * B * K * L * D + B * K * D * D
+
+
+class DecoderLayer(nn.Module):
+    """Post-norm decoder layer; with ``self_attn=False`` its first block is ML-Decoder's ``t = norm1(t + drop(t))``."""
+
+    def __init__(self, embed: int, heads: int, ffn: int, dropout: float, self_attn: bool):
+        super().__init__()
+        self.self_attn = Attention(embed, heads, dropout) if self_attn else None
+        self.norm1 = nn.LayerNorm(embed, eps=1e-5)
+        self.cross_attn = Attention(embed, heads, dropout)
+        self.norm2 = nn.LayerNorm(embed, eps=1e-5)
+        self.linear1 = nn.Linear(embed, ffn)
+        self.linear2 = nn.Linear(ffn, embed)
+        self.norm3 = nn.LayerNorm(embed, eps=1e-5)
+        self.dropout = dropout
+
+    def forward(self, t: torch.Tensor, mem: torch.Tensor) -> torch.Tensor:
+        # t: (Bq, K, D) with Bq in {1, B}; mem: (B, L, D)
+        p = self.dropout if self.training else 0.0
+        s = self.self_attn(t, t) if self.self_attn is not None else t
+        t = self.norm1(t + F.dropout(s, p, self.training))
+        t = self.norm2(t + F.dropout(self.cross_attn(t, mem), p, self.training))  # (B, K, D)
+        f = self.linear2(F.dropout(F.relu(self.linear1(t)), p, self.training))
+        return self.norm3(t + F.dropout(f, p, self.training))
+
+    def macs(self, Bq: int, B: int, K: int, L: int) -> int:
+        D, Fw = self.linear1.in_features, self.linear1.out_features
+        m = self.cross_attn.macs(Bq, B, K, L) + 2 * B * K * D * Fw
+        if self.self_attn is not None:
+            m += self.self_attn.macs(Bq, Bq, K, K)
+        return m
+
+
+class Decoder(nn.Module):
+    """A stack of decoder layers. Queries enter unbatched when they do not depend on the image."""
+
+    def __init__(self, layers: int, embed: int, heads: int, ffn: int, dropout: float, self_attn: bool):
+        super().__init__()
+        if layers < 1:
+            raise ValueError(f"layers must be >= 1, got {layers}")
+        self.layers = nn.ModuleList(DecoderLayer(embed, heads, ffn, dropout, self_attn) for _ in range(layers))
+
+    def forward(self, queries: torch.Tensor, mem: torch.Tensor) -> torch.Tensor:
+        # queries: (1, K, D) shared by the batch, or (B, K, D); mem: (B, L, D) -> (B, K, D)
+        t = queries
+        if self.training and self.layers[0].dropout > 0 and t.shape[0] == 1:
+            t = t.expand(mem.shape[0], -1, -1)  # dropout noise differs per image, as in the reference
+        for layer in self.layers:
+            t = layer(t, mem)
+        return t
+
+    def macs(self, B: int, K: int, L: int) -> int:
+        """Eval-mode MACs: the first layer's query side runs once per batch; later layers per image."""
+        return sum(layer.macs(1 if i == 0 else B, B, K, L) for i, layer in enumerate(self.layers))

@@ -1,0 +1,116 @@
+"""``build_model``: a timm backbone (no classifier, no pooling) and a head, as two separate modules.
+
+The backbone is made with ``num_classes=0, global_pool=""`` so that it returns its feature map (B, C, H, W)
+for CNNs or its tokens (B, L, C) for ViTs; nothing finds a classifier by guessing attribute names. A runner may
+call ``model.backbone`` once and feed the features to many heads.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from .heads import create_head
+from .heads.mldecoder import convert_official_state_dict, is_official_head_key
+
+
+class HeadModel(nn.Module):
+    """backbone -> head. ``forward(x, **head_kwargs)`` passes keyword arguments (e.g. class_embeddings) to the head."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, backbone_name: str = ""):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.backbone_name = backbone_name
+
+    def forward(self, x: torch.Tensor, **head_kwargs) -> torch.Tensor:
+        return self.head(self.backbone(x), **head_kwargs)
+
+
+def backbone_names(pattern: str = "*"):
+    import timm
+    return timm.list_models(pattern)
+
+
+def create_backbone(name: str, pretrained: bool = False, img_size: Optional[int] = None) -> nn.Module:
+    """A timm model that returns features: ``num_classes=0, global_pool=""``.
+
+    ``img_size`` is passed to models that take it (ViTs fix their position embeddings at creation).
+    Unknown names raise ValueError with close matches from timm's list.
+    """
+    import timm
+
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+        hint = ("; did you mean " + ", ".join(repr(c) for c in close) + "?") if close else \
+            "; see `timm.list_models()` for the valid names"
+        raise ValueError(f"unknown backbone {name!r}{hint}")
+    kwargs = dict(pretrained=pretrained, num_classes=0, global_pool="")
+    if img_size is not None:
+        try:
+            return timm.create_model(name, img_size=img_size, **kwargs)
+        except TypeError as e:  # CNNs take any resolution and have no img_size argument
+            if "img_size" not in str(e):
+                raise
+    return timm.create_model(name, **kwargs)
+
+
+def load_checkpoint_file(path: str) -> Dict[str, torch.Tensor]:
+    """The state dict inside a checkpoint file (raw, or under 'model' / 'state_dict' / 'state_dict_ema')."""
+    if not os.path.isfile(path):
+        raise ValueError(f"checkpoint {path!r} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unpickling errors name the file and the problem
+        raise ValueError(f"cannot read checkpoint {path!r}: {e}") from None
+    for key in ("model", "state_dict", "state_dict_ema"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"checkpoint {path!r} holds no state dict of tensors")
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
+
+
+def _load_strict(module: nn.Module, sd: Dict[str, torch.Tensor], what: str, path: str) -> None:
+    missing, unexpected = module.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"checkpoint {path!r} does not fit the {what}: "
+                         f"{len(missing)} missing keys (e.g. {missing[:3]}), "
+                         f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
+
+
+def load_checkpoint(model: HeadModel, path: str) -> None:
+    """Load a checkpoint into a HeadModel: this project's own (``backbone.*`` / ``head.*``), or an official
+    ML-Decoder release (timm-style backbone keys, ML-Decoder under ``head.`` or ``fc.``; old TResNet key names are
+    mapped by timm's own ``checkpoint_filter_fn`` for that model)."""
+    sd = load_checkpoint_file(path)
+    if any(k.startswith("backbone.") for k in sd):
+        _load_strict(model, sd, "model", path)
+        return
+    head_sd = {k: v for k, v in sd.items() if k.split(".", 1)[0] in ("head", "fc")
+               and is_official_head_key(k.split(".", 1)[1])}
+    if not head_sd:
+        raise ValueError(f"checkpoint {path!r}: found neither this project's keys ('backbone.', 'head.') nor "
+                         "official ML-Decoder keys ('head.decoder.*' or 'fc.decoder.*')")
+    backbone_sd = {k: v for k, v in sd.items() if k not in head_sd}
+    filter_fn = getattr(sys.modules.get(type(model.backbone).__module__), "checkpoint_filter_fn", None)
+    if filter_fn is not None:  # timm's own converter for this architecture's older key names
+        backbone_sd = filter_fn(backbone_sd, model.backbone)
+    _load_strict(model.backbone, backbone_sd, f"backbone {model.backbone_name!r}", path)
+    _load_strict(model.head, convert_official_state_dict(head_sd), f"head {model.head.spec!r}", path)
+
+
+def build_model(backbone: str, head_spec: str, num_classes: int, pretrained: bool = False,
+                checkpoint: Optional[str] = None, img_size: Optional[int] = None) -> HeadModel:
+    """A timm backbone and a head from ``bench.heads``, joined. See the module docstring."""
+    bb = create_backbone(backbone, pretrained=pretrained, img_size=img_size)
+    head = create_head(head_spec, bb.num_features, num_classes)
+    model = HeadModel(bb, head, backbone)
+    if checkpoint:
+        load_checkpoint(model, checkpoint)
+    return model
