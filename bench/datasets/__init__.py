@@ -1,0 +1,73 @@
+"""The dataset registry: one module per dataset, each registering a builder under a name.
+
+``create_dataset(spec, split, root=None, img_size=224, train_augment=False)`` returns a ``HeadDataset``: a torch
+Dataset of ``(image, target)`` pairs, ``image`` a float tensor (3, img_size, img_size) in [0, 1] (resized to a
+square, no mean/std normalisation, as the ML-Decoder recipe), ``target`` a float multi-hot vector (N,) for
+multi-label data (1 positive, 0 negative, -1 unknown where the format says so, as Open Images) or a long scalar
+for single-label data. ``spec`` is a spec string like the heads': ``scenes(classes=48, holdout=8)``.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..registry import Registry, unknown_message
+from ..spec import format_spec, parse_spec
+
+DATASETS: Registry = Registry("dataset")
+register_dataset = DATASETS.register
+
+
+class HeadDataset(Dataset):
+    """Base class of every dataset. Subclasses fill the attributes and implement ``__len__``/``__getitem__``.
+
+    Attributes:
+        class_names: the N class names, in target order (words: they feed word queries).
+        multilabel: True for multi-hot targets, False for single-label class indices.
+        targets: all targets at once, (S, N) float32 multi-hot or (S,) int64, for statistics and metrics.
+        unseen: indices of the classes held out for zero-shot evaluation (empty when none).
+        skipped: (path, reason) of the images that failed to decode and were skipped, reported by the runner.
+        spec: the canonical spec string (the ``dataset`` column of results).
+    """
+
+    class_names: List[str]
+    multilabel: bool = True
+    targets: np.ndarray
+    unseen: Sequence[int] = ()
+    spec: str = ""
+
+    def __init__(self):
+        self.skipped: List[tuple] = []
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def list_datasets(pattern: str = "*") -> List[str]:
+    return DATASETS.names(pattern)
+
+
+def create_dataset(spec: str, split: str = "train", root: Optional[str] = None, img_size: int = 224,
+                   train_augment: bool = False) -> HeadDataset:
+    """Build a dataset from a spec string. Unknown names or options raise ValueError naming the valid ones;
+    a missing root or wrong layout raises ValueError saying what was expected."""
+    import inspect
+
+    parsed = parse_spec(spec)
+    builder = DATASETS.get(parsed.name)
+    params = inspect.signature(builder).parameters
+    valid = [p for p in params if p not in ("root", "split", "img_size", "train_augment")]
+    for key in parsed.kwargs:
+        if key not in valid:
+            raise ValueError(unknown_message(f"option of dataset {parsed.name!r}", key, valid))
+    ds = builder(root=root, split=split, img_size=img_size, train_augment=train_augment, **parsed.kwargs)
+    ds.spec = format_spec(parsed.name, parsed.kwargs)
+    return ds
+
+
+# Importing the modules registers the datasets (explicit list: no directory scanning).
+# from . import scenes, fashion, coco, voc, nuswide, openimages, imagefolder  # filled in as they land
