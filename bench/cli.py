@@ -1,0 +1,230 @@
+"""The ``bench`` command line: ``bench run``, ``bench heads``, ``bench results``, ``bench plot``, ``bench check``,
+``bench study``, ``bench report``. Library errors (ValueError) become one clear line and exit code 2."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import List, Optional
+
+import click
+
+from .spec import split_specs
+
+
+def _ints(text: str, what: str) -> List[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not vals:
+        raise click.BadParameter(f"{what} is empty")
+    return vals
+
+
+def _table(rows: List[dict], columns: List[str], headers: Optional[List[str]] = None) -> str:
+    """A plain fixed-width table."""
+    headers = headers or columns
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
+    line = lambda vals: "  ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(vals, widths))
+    out = [line(headers), line(["-" * w for w in widths])]
+    out += [line(r) for r in cells]
+    return "\n".join(s.rstrip() for s in out)
+
+
+def _numeric(s: str) -> bool:
+    try:
+        float(s.replace("±", "").split()[0])
+        return True
+    except (ValueError, IndexError):
+        return False
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        if v != v:
+            return ""
+        if abs(v) >= 100:
+            return f"{v:.1f}"
+        if abs(v) >= 1:
+            return f"{v:.2f}"
+        return f"{v:.3g}"
+    return str(v)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="headbench")
+def cli():
+    """headbench: is this classification head worth its cost?
+
+    Put heads (GAP, a transformer decoder, ML-Decoder, ...) on shared timm backbones, count their MACs and
+    params, time them, train and evaluate them, and compare them in tables and speed-accuracy plots.
+
+    \b
+    Start with:   bench run                 (the embedded default: small backbone, `scenes` data, 3 heads)
+    Cost only:    bench run --heads gap,mldecoder --backbone tresnet_l --cost-only
+    Then:         bench results ; bench plot ; bench check --baseline results/baselines/ci.csv
+    """
+
+
+# --------------------------------------------------------------------------------------------------- heads
+
+@cli.command("heads")
+@click.option("--in-features", default=2048, show_default=True, help="Channels C of the backbone features.")
+@click.option("--num-classes", default=80, show_default=True, help="Number of classes N.")
+@click.option("--tokens", default=196, show_default=True, help="Spatial tokens (H*W; 196 = 14x14, a 448 map).")
+@click.option("--pattern", default="*", show_default=True, help="Glob filter on head names.")
+@click.argument("specs", nargs=-1)
+def heads_cmd(in_features, num_classes, tokens, pattern, specs):
+    """List the registered heads (or the given SPECS) with their params and analytic GMACs."""
+    from .heads import create_head, head_options, list_heads
+
+    names = [s for arg in specs for s in split_specs(arg)] or list_heads(pattern)
+    rows = []
+    for spec in names:
+        head = create_head(spec, in_features, num_classes)
+        params = sum(p.numel() for p in head.parameters())
+        trainable = sum(p.numel() for p in head.parameters() if p.requires_grad)
+        rows.append(dict(head=head.spec, params_m=params / 1e6, trainable_m=trainable / 1e6,
+                         gmacs=head.analytic_macs(tokens=tokens) / 1e9,
+                         doc=(type(head).__doc__ or "").strip().splitlines()[0] if type(head).__doc__ else ""))
+    click.echo(f"Heads at C={in_features}, N={num_classes}, {tokens} tokens, batch 1 "
+               "(GMACs: multiply-accumulates of the head's matrix products, analytic):\n")
+    click.echo(_table(rows, ["head", "params_m", "trainable_m", "gmacs", "doc"],
+                      ["head", "params (M)", "trainable (M)", "GMACs", "description"]))
+    if not specs:
+        click.echo("\nOptions: " + "; ".join(
+            f"{n}(" + ", ".join(f"{k}={v!r}" for k, v in head_options(n).items()) + ")" for n in names))
+
+
+# ----------------------------------------------------------------------------------------------------- run
+
+@cli.command("run")
+@click.option("--heads", default="gap,txdec,mldecoder", show_default=True,
+              help="Comma-separated head specs, e.g. 'gap,mldecoder(groups=20)'. Quote them in the shell.")
+@click.option("--backbone", "backbones", default="resnet18", show_default=True,
+              help="Comma-separated timm backbones, e.g. tresnet_l,resnet50.")
+@click.option("--img-size", type=int, default=None, help="Input resolution [default: 224 with --cost-only, "
+              "else 64 for scenes / 28x2 for fashion datasets, 448 for coco2014/voc2007].")
+@click.option("--num-classes", type=int, default=80, show_default=True,
+              help="Classes for cost-only runs (80, as COCO); training runs take the dataset's.")
+@click.option("--batch-sizes", default="1,32", show_default=True, help="Batch sizes to time.")
+@click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N")
+@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
+              help="Inference dtype for timing (training uses AMP on CUDA, fp32 on CPU).")
+@click.option("--channels-last", is_flag=True, help="Time with channels-last memory format.")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the models before timing.")
+@click.option("--cost-only", is_flag=True, help="Only params, MACs, latency and throughput: no training.")
+@click.option("--no-timing", is_flag=True, help="Skip latency/throughput (params and MACs only).")
+@click.option("--dataset", default="scenes", show_default=True, help="Dataset spec (see `bench datasets`).")
+@click.option("--data-root", default=None, help="Where the dataset's files are (not needed for scenes).")
+@click.option("--protocol", type=click.Choice(["finetune", "probe", "eval"]), default="probe", show_default=True,
+              help="finetune: end to end; probe: frozen backbone, cached features shared by all heads; "
+                   "eval: evaluate --checkpoint, no training.")
+@click.option("--epochs", type=int, default=None, help="Training epochs [default: per dataset].")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds (mean and spread).")
+@click.option("--lr", type=float, default=None, help="Learning rate [default: the recipe's].")
+@click.option("--train-batch-size", type=int, default=64, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True, help="DataLoader workers.")
+@click.option("--pretrained", is_flag=True, help="Pretrained backbone weights from timm's hub (needs internet).")
+@click.option("--checkpoint", default=None, type=click.Path(), help="A local checkpoint (this project's or an "
+              "official ML-Decoder release) to load into the model.")
+@click.option("--results-dir", default="results/runs", show_default=True, help="Where result CSVs go.")
+@click.option("--resume", "resume", default=None, help="Continue run RUN_ID ('last' for the latest): only "
+              "missing cells run.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--ray-address", default=None, help="Ray cluster address [default: start a local Ray].")
+@click.option("--plot/--no-plot", default=True, show_default=True, help="Write plots when the run ends.")
+def run_cmd(**kw):
+    """Measure heads on backbones: cost (params, MACs, latency, throughput) and accuracy, as tidy rows."""
+    from .commands import run_command
+
+    run_command(**kw)
+
+
+# ------------------------------------------------------------------------------------------------- results
+
+@cli.command("results")
+@click.argument("paths", nargs=-1)
+@click.option("--results-dir", default="results/runs", show_default=True)
+@click.option("--where", "where", multiple=True, help="Filter COLUMN=VALUE (glob on text), repeatable.")
+@click.option("--columns", default=None, help="Comma-separated columns to show.")
+@click.option("--last", "last_run", is_flag=True, help="Only the latest run.")
+@click.option("--export-timm", default=None, type=click.Path(), help="Write timm's benchmark CSV columns here.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV instead of a table.")
+def results_cmd(paths, results_dir, where, columns, last_run, export_timm, as_csv):
+    """List and filter past result rows (all files in the results dir by default)."""
+    from .commands import results_command
+
+    results_command(paths, results_dir, where, columns, last_run, export_timm, as_csv)
+
+
+# ---------------------------------------------------------------------------------------------------- plot
+
+@cli.command("plot")
+@click.argument("paths", nargs=-1)
+@click.option("--results-dir", default="results/runs", show_default=True)
+@click.option("--last", "last_run", is_flag=True, help="Only the latest run.")
+@click.option("--out", default="results/plots", show_default=True, help="Output folder (PNG and SVG).")
+def plot_cmd(paths, results_dir, last_run, out):
+    """Pareto plots (accuracy vs GMACs / throughput) or, without accuracy, cost plots."""
+    from .commands import plot_command
+
+    plot_command(paths, results_dir, last_run, out)
+
+
+# --------------------------------------------------------------------------------------------------- check
+
+@cli.command("check")
+@click.option("--baseline", required=True, type=click.Path(), help="A committed baseline CSV.")
+@click.option("--results", "paths", multiple=True, help="Result files or folders [default: the results dir].")
+@click.option("--results-dir", default="results/runs", show_default=True)
+@click.option("--tol", "tols", multiple=True, help="METRIC=TOLERANCE, e.g. map=0.3 (absolute points) or "
+              "gmacs_total=0.02 (relative). Repeatable.")
+def check_cmd(baseline, paths, results_dir, tols):
+    """Compare the latest results with a baseline; exit 1 on a regression."""
+    from .commands import check_command
+
+    sys.exit(check_command(baseline, paths, results_dir, tols))
+
+
+# ------------------------------------------------------------------------------------------------ datasets
+
+@cli.command("datasets")
+def datasets_cmd():
+    """List the registered datasets."""
+    from .datasets import DATASETS, list_datasets
+
+    for name in list_datasets():
+        doc = (DATASETS.get(name).__doc__ or "").strip().splitlines()
+        click.echo(f"{name:14s} {doc[0] if doc else ''}")
+
+
+def main(argv=None):
+    """Entry point: ValueError from the library becomes one line on stderr and exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="bench", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: rows written so far are kept; rerun with --resume last to finish", err=True)
+        sys.exit(130)
+    except ValueError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except OSError as e:
+        click.echo(f"error: {e.strerror or e}: {getattr(e, 'filename', '') or ''}".rstrip(": "), err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""What the CLI commands do, kept apart from click's option declarations in ``bench.cli``."""
+from __future__ import annotations
+
+import glob
+import os
+import time
+from typing import List, Optional, Sequence
+
+import click
+
+from .spec import split_specs
+
+# Per-dataset defaults for training runs: resolution and epochs that make sense on a small CPU.
+DATASET_DEFAULTS = {
+    "scenes": dict(img_size=64, epochs=8),
+    "fashion-mnist": dict(img_size=56, epochs=3),
+    "fashion-mosaic": dict(img_size=112, epochs=3),
+    "coco2014": dict(img_size=448, epochs=40),
+    "voc2007": dict(img_size=448, epochs=40),
+    "nuswide-zsl": dict(img_size=224, epochs=20),
+    "openimages": dict(img_size=224, epochs=10),
+    "imagefolder": dict(img_size=224, epochs=90),
+}
+
+
+def validate(cfg) -> None:
+    """Fail before any work on names that cannot run: heads, backbones, dataset."""
+    import timm
+
+    from .heads import create_head
+    from .model import create_backbone  # noqa: F401  (import errors surface here)
+
+    for spec in cfg.heads:
+        create_head(spec, 64, max(cfg.num_classes, 1))
+    for bb in cfg.backbones:
+        if not timm.is_model(bb):
+            create_backbone(bb)  # raises ValueError with close matches
+    if not cfg.cost_only:
+        from .datasets import DATASETS
+        from .spec import parse_spec
+        DATASETS.get(parse_spec(cfg.dataset).name)
+    if cfg.protocol == "eval" and not cfg.checkpoint and not cfg.cost_only and not cfg.pretrained:
+        raise ValueError("--protocol eval evaluates a trained model: give --checkpoint PATH (or --pretrained)")
+
+
+def latest_run_id(results_dir: str) -> str:
+    files = sorted(glob.glob(os.path.join(results_dir, "*.csv")), key=os.path.getmtime)
+    if not files:
+        raise ValueError(f"--resume last: no runs in {results_dir!r}")
+    return os.path.splitext(os.path.basename(files[-1]))[0]
+
+
+def run_command(heads, backbones, img_size, num_classes, batch_sizes, device, dtype, channels_last, compile_,
+                cost_only, no_timing, dataset, data_root, protocol, epochs, seeds, lr, train_batch_size, workers,
+                pretrained, checkpoint, results_dir, resume, executor, ray_address, plot) -> None:
+    from .cli import _ints
+    from .runner import RunConfig, pending_cells, plan_cells, run
+    from .spec import parse_spec
+
+    ds_name = parse_spec(dataset).name if dataset else "scenes"
+    defaults = DATASET_DEFAULTS.get(ds_name, dict(img_size=224, epochs=10))
+    if img_size is None:
+        img_size = 224 if cost_only else defaults["img_size"]
+    cfg = RunConfig(
+        heads=split_specs(heads), backbones=split_specs(backbones), img_size=img_size, num_classes=num_classes,
+        batch_sizes=_ints(batch_sizes, "--batch-sizes"), device=device, dtype=dtype, channels_last=channels_last,
+        compile=compile_, cost_only=cost_only, timing=not no_timing, dataset=dataset, data_root=data_root,
+        protocol=protocol, epochs=epochs if epochs is not None else defaults["epochs"],
+        seeds=_ints(seeds, "--seeds"), lr=lr, train_batch_size=train_batch_size, workers=workers,
+        pretrained=pretrained, checkpoint=checkpoint, results_dir=results_dir,
+        run_id=(latest_run_id(results_dir) if resume == "last" else resume) or "")
+    validate(cfg)
+    if not cost_only:
+        cfg.num_classes = _dataset_num_classes(cfg)
+    ex = make_executor(executor, ray_address)
+    all_cells = plan_cells(cfg)
+    cells = pending_cells(cfg, all_cells)
+    _print_header(cfg, all_cells, cells)
+    if not cells:
+        click.echo("Nothing to run: every cell of this run is already in " + cfg.results_path)
+    t0 = time.time()
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(cells), unit="cell", dynamic_ncols=True, disable=None)
+
+    def progress(msg: str):
+        bar.set_postfix_str(msg[:60])
+
+    def on_cell(cell):
+        bar.update(1)
+
+    errors = []
+
+    def on_row(row):
+        if row.get("status") == "error":
+            errors.append(row)
+
+    try:
+        run(cfg, executor=ex, on_cell=on_cell, on_row=on_row, progress=progress)
+    finally:
+        bar.close()
+    elapsed = time.time() - t0
+    from .results import read_results
+
+    df = read_results([cfg.results_path]) if os.path.exists(cfg.results_path) else None
+    if df is not None and len(df):
+        click.echo("\n" + summary_text(df))
+    click.echo(f"\nRun {cfg.run_id}: {len(cells)} cells in {elapsed:.0f} s; rows in {cfg.results_path}")
+    if errors:
+        click.echo(f"{len(errors)} rows failed; first error: {errors[0].get('error', '')[:300]}", err=True)
+    if plot and df is not None and len(df):
+        from .plots import plot_results
+
+        out = os.path.join(os.path.dirname(cfg.results_dir.rstrip("/")) or ".", "plots", cfg.run_id)
+        files = plot_results(df, out)
+        if files:
+            click.echo("Plots: " + ", ".join(files))
+    if errors:
+        raise SystemExit(1)
+
+
+def _dataset_num_classes(cfg) -> int:
+    from .datasets import create_dataset
+
+    ds = create_dataset(cfg.dataset, "val", root=cfg.data_root, img_size=cfg.img_size)
+    return ds.num_classes
+
+
+def make_executor(name: str, address: Optional[str]):
+    if name == "local":
+        from .runner import LocalExecutor
+        return LocalExecutor()
+    from .executors import RayExecutor
+    return RayExecutor(address)
+
+
+def _print_header(cfg, all_cells, cells) -> None:
+    from .runner import estimate_seconds
+
+    lines = [f"bench run {cfg.run_id}",
+             f"  backbones  {', '.join(cfg.backbones)} at {cfg.img_size}px, {cfg.device} {cfg.dtype}"
+             + (" channels-last" if cfg.channels_last else "") + (" compiled" if cfg.compile else ""),
+             f"  heads      {', '.join(cfg.heads)}",
+             f"  cost       params, MACs" + (f"; latency/throughput at batch {', '.join(map(str, cfg.batch_sizes))}"
+                                            if cfg.timing else "") + f"; N={cfg.num_classes}"]
+    if not cfg.cost_only:
+        lines.append(f"  accuracy   {cfg.dataset} ({cfg.protocol}, {cfg.epochs} epochs, seeds "
+                     f"{', '.join(map(str, cfg.seeds))})")
+    done = len(all_cells) - len(cells)
+    lines.append(f"  cells      {len(cells)} to run" + (f" ({done} already done)" if done else ""))
+    try:
+        est = estimate_seconds(cfg, cells)
+        lines.append(f"  estimate   ~{_duration(est)} on this machine (a rough guess from MACs and its matmul rate)")
+    except Exception:  # an estimate is a courtesy; never fail a run for it
+        pass
+    lines.append(f"  results    {cfg.results_path}")
+    click.echo("\n".join(lines) + "\n")
+
+
+def _duration(s: float) -> str:
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
+
+
+def summary_text(df) -> str:
+    from .cli import _table
+    from .tables import fmt_pm, summarize, verdict
+
+    rows = summarize(df)
+    has_acc = any("acc_mean" in r for r in rows)
+    has_time = any("throughput_img_s" in r for r in rows)
+    out = []
+    for r in rows:
+        o = dict(backbone=r["backbone"], head=r["head"], params_head=r.get("params_head", float("nan")) / 1e6,
+                 gmacs_head=r.get("gmacs_head"), gmacs_total=r.get("gmacs_total"))
+        if has_time:
+            o.update(latency=r.get("latency_ms_b1"), throughput=r.get("throughput_img_s"))
+        if has_acc:
+            o["acc"] = fmt_pm(r.get("acc_mean"), r.get("acc_std"))
+            o["ema"] = fmt_pm(r.get("acc_ema_mean"), None)
+            if "delta" in r:
+                o["delta"] = fmt_pm(r["delta"], r.get("delta_noise"))
+                o["verdict"] = verdict(r["delta"], r.get("delta_noise"))
+        out.append(o)
+    cols = ["backbone", "head", "params_head", "gmacs_head", "gmacs_total"]
+    heads = ["backbone", "head", "head params (M)", "head GMACs", "total GMACs"]
+    if has_time:
+        tb = max((r.get("timing_batch", 0) for r in rows), default=0)
+        cols += ["latency", "throughput"]
+        heads += ["latency b1 (ms)", f"img/s b{tb}"]
+    if has_acc:
+        metric = next(r["metric"] for r in rows if "metric" in r)
+        n = max(r.get("n_seeds", 0) for r in rows)
+        cols += ["acc", "ema", "delta", "verdict"]
+        heads += [f"{metric} (n={n})", f"{metric} EMA", "vs first head", "difference"]
+    text = _table(out, cols, heads)
+    if has_acc:
+        text += ("\n\nAccuracy: mean ± std over seeds, last epoch (EMA beside it; nothing selected on the "
+                 "evaluation split).\n'vs first head': difference of means ± combined seed spread; 'above noise' "
+                 "when larger than twice the spread.")
+    return text
+
+
+def results_command(paths, results_dir, where, columns, last_run, export_timm, as_csv) -> None:
+    from .cli import _table
+    from .results import read_results, result_files
+
+    files = result_files(paths or None, results_dir)
+    if last_run and files:
+        files = [max(files, key=os.path.getmtime)]
+    df = read_results(files) if files else None
+    if df is None or not len(df):
+        click.echo(f"No results in {', '.join(paths) or results_dir}. Run `bench run` first.")
+        return
+    import fnmatch
+
+    for cond in where:
+        if "=" not in cond:
+            raise ValueError(f"--where takes COLUMN=VALUE, got {cond!r}")
+        col, val = cond.split("=", 1)
+        if col not in df.columns:
+            from .registry import unknown_message
+            raise ValueError(unknown_message("column", col, df.columns))
+        df = df[df[col].astype(str).map(lambda s: fnmatch.fnmatchcase(s, val))]
+    if export_timm:
+        export_timm_csv(df, export_timm)
+        click.echo(f"wrote {len(df)} rows in timm's benchmark format to {export_timm}")
+        return
+    cols = columns.split(",") if columns else [c for c in (
+        "run_id", "backbone", "head", "img_size", "batch_size", "dataset", "seed", "params_head", "gmacs_head",
+        "gmacs_total", "latency_ms_p50", "throughput_img_s", "map", "top1", "status") if df[c].notna().any()]
+    for c in cols:
+        if c not in df.columns:
+            from .registry import unknown_message
+            raise ValueError(unknown_message("column", c, df.columns))
+    if as_csv:
+        click.echo(df[cols].to_csv(index=False).rstrip())
+    else:
+        click.echo(_table(df[cols].to_dict("records"), cols))
+        click.echo(f"\n{len(df)} rows from {len(files)} file(s)")
+
+
+def export_timm_csv(df, path: str) -> None:
+    """timm's benchmark.py columns: model, infer_samples_per_sec, infer_step_time, infer_batch_size,
+    infer_img_size, infer_gmacs, param_count (M)."""
+    out = df[df["latency_ms_p50"].notna()].copy()
+    import pandas as pd
+
+    timm_df = pd.DataFrame({
+        "model": out["backbone"] + "+" + out["head"],
+        "infer_samples_per_sec": out["throughput_img_s"].astype(float).round(2),
+        "infer_step_time": out["latency_ms_p50"].astype(float).round(3),
+        "infer_batch_size": out["batch_size"],
+        "infer_img_size": out["img_size"],
+        "infer_gmacs": out["gmacs_total"].astype(float).round(3),
+        "param_count": (out["params_total"].astype(float) / 1e6).round(2),
+    })
+    timm_df.to_csv(path, index=False)
+
+
+def plot_command(paths, results_dir, last_run, out) -> None:
+    from .plots import plot_results
+    from .results import read_results, result_files
+
+    files = result_files(paths or None, results_dir)
+    if last_run and files:
+        files = [max(files, key=os.path.getmtime)]
+    df = read_results(files)
+    if not len(df):
+        raise ValueError(f"no result rows in {', '.join(paths) or results_dir}; run `bench run` first")
+    written = plot_results(df, out)
+    for f in written:
+        click.echo(f)
+
+
+def check_command(baseline, paths, results_dir, tols) -> int:
+    from .check import compare, format_table, has_regression, parse_tolerances
+    from .results import read_results
+
+    base = read_results([baseline])
+    res = read_results(list(paths) or None, results_dir)
+    table = compare(res, base, parse_tolerances(list(tols)))
+    click.echo(format_table(table))
+    if has_regression(table):
+        click.echo("\nREGRESSION: at least one metric is worse than the baseline beyond its tolerance", err=True)
+        return 1
+    click.echo("\nOK: no regression against " + baseline)
+    return 0

@@ -1,0 +1,165 @@
+"""Plots from result rows: speed-accuracy Pareto fronts, or cost plots when there is no accuracy.
+
+Every point is labelled with its ``backbone + head`` spec string; files are written as PNG and SVG.
+"""
+from __future__ import annotations
+
+import os
+from typing import List, Sequence, Tuple
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def pareto_front(xs: Sequence[float], ys: Sequence[float], higher_x_better: bool = False) -> List[int]:
+    """Indices of the non-dominated points (lower x better unless ``higher_x_better``; higher y better),
+    ordered by x."""
+    pts = [(x if not higher_x_better else -x, -y, i) for i, (x, y) in enumerate(zip(xs, ys))
+           if np.isfinite(x) and np.isfinite(y)]
+    pts.sort()
+    front, best = [], np.inf
+    for x, negy, i in pts:
+        if negy < best:
+            front.append(i)
+            best = negy
+    return front
+
+
+def _save(fig, out_dir: str, name: str) -> List[str]:
+    os.makedirs(out_dir, exist_ok=True)
+    files = []
+    for ext in ("png", "svg"):
+        path = os.path.join(out_dir, f"{name}.{ext}")
+        fig.savefig(path, dpi=130, bbox_inches="tight")
+        files.append(path)
+    _plt().close(fig)
+    return files
+
+
+def accuracy_points(df) -> list:
+    """One point per (backbone, head, img_size, dataset): accuracy mean/std over seeds, GMACs, throughput."""
+    import pandas as pd
+
+    from .tables import primary_metric
+
+    ok = df[df["status"].astype(str) == "ok"]
+    metric = primary_metric(ok)
+    if metric is None:
+        return []
+    acc = ok[ok[metric].notna()]
+    timed = ok[ok["throughput_img_s"].notna()]
+    points = []
+    for (bb, head, size, ds), g in acc.groupby(["backbone", "head", "img_size", "dataset"], sort=False):
+        vals = pd.to_numeric(g[metric], errors="coerce").dropna()
+        t = timed[(timed["backbone"] == bb) & (timed["head"] == head) & (timed["img_size"] == size)]
+        thr = np.nan
+        if len(t):
+            bs = pd.to_numeric(t["batch_size"], errors="coerce")
+            thr = float(t.loc[bs == bs.max(), "throughput_img_s"].astype(float).median())
+        points.append(dict(backbone=bb, head=head, img_size=size, dataset=ds, metric=metric,
+                           acc=vals.mean(), std=vals.std(ddof=1) if len(vals) > 1 else 0.0, n=len(vals),
+                           gmacs=float(pd.to_numeric(g["gmacs_total"], errors="coerce").median()),
+                           throughput=thr))
+    return points
+
+
+def plot_pareto(points: list, x: str, out_dir: str, name: str, title: str) -> List[str]:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    xs = np.array([p[x] for p in points], dtype=float)
+    ys = np.array([p["acc"] for p in points], dtype=float)
+    es = np.array([p["std"] for p in points], dtype=float)
+    heads = sorted({p["head"] for p in points})
+    colors = {h: plt.cm.tab10(i % 10) for i, h in enumerate(heads)}
+    for p, xv, yv, ev in zip(points, xs, ys, es):
+        if not np.isfinite(xv):
+            continue
+        ax.errorbar(xv, yv, yerr=ev if ev > 0 else None, fmt="o", color=colors[p["head"]], capsize=3)
+        ax.annotate(f"{p['backbone']} + {p['head']}", (xv, yv), textcoords="offset points", xytext=(4, 4),
+                    fontsize=7)
+    front = pareto_front(xs, ys, higher_x_better=(x == "throughput"))
+    if len(front) > 1:
+        ax.plot(xs[front], ys[front], "--", color="0.4", lw=1, label="Pareto front (non-dominated)")
+    for h in heads:
+        ax.plot([], [], "o", color=colors[h], label=h)
+    metric = points[0]["metric"]
+    n = max(p["n"] for p in points)
+    ax.set_xlabel("GMACs per image (backbone + head)" if x == "gmacs" else "throughput (images/s)")
+    ax.set_ylabel(f"{metric} (%), mean ± std over {n} seed(s)")
+    if x == "gmacs":
+        ax.set_xscale("log")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, out_dir, name)
+
+
+def plot_head_share(df, out_dir: str) -> List[str]:
+    """Stacked bars: backbone and head GMACs per (backbone, head), with the head's share printed."""
+    import pandas as pd
+
+    plt = _plt()
+    cost = df[df["gmacs_total"].notna()].drop_duplicates(["backbone", "head", "img_size", "num_classes"])
+    if not len(cost):
+        return []
+    labels = [f"{r.backbone} @{int(r.img_size)}\n{r.head}" for r in cost.itertuples()]
+    bb = pd.to_numeric(cost["gmacs_backbone"]).to_numpy()
+    hd = pd.to_numeric(cost["gmacs_head"]).to_numpy()
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels)), 4.5))
+    idx = np.arange(len(labels))
+    ax.bar(idx, bb, label="backbone", color="0.7")
+    ax.bar(idx, hd, bottom=bb, label="head", color="tab:orange")
+    for i, (b, h) in enumerate(zip(bb, hd)):
+        ax.annotate(f"{100 * h / (b + h):.1f}%", (i, b + h), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(idx)
+    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("GMACs per image")
+    ax.set_title("Head share of the total cost (label: head % of total)", fontsize=9)
+    ax.legend(fontsize=8)
+    return _save(fig, out_dir, "cost_head_share")
+
+
+def plot_head_vs_classes(df, out_dir: str) -> List[str]:
+    """Head GMACs against the number of classes, one line per head (when several N were measured)."""
+    import pandas as pd
+
+    plt = _plt()
+    cost = df[df["gmacs_head"].notna()].copy()
+    cost["num_classes"] = pd.to_numeric(cost["num_classes"], errors="coerce")
+    if cost["num_classes"].nunique() < 2:
+        return []
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for (bb, head), g in cost.groupby(["backbone", "head"]):
+        g = g.drop_duplicates("num_classes").sort_values("num_classes")
+        ax.plot(g["num_classes"], pd.to_numeric(g["gmacs_head"]), "o-", label=f"{bb} + {head}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("number of classes N")
+    ax.set_ylabel("head GMACs per image")
+    ax.set_title("Head cost against the number of classes", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    return _save(fig, out_dir, "cost_head_vs_classes")
+
+
+def plot_results(df, out_dir: str) -> List[str]:
+    """Every plot the rows support; returns the files written."""
+    files: List[str] = []
+    points = accuracy_points(df)
+    if points:
+        ds = ", ".join(sorted({str(p["dataset"]) for p in points}))
+        files += plot_pareto(points, "gmacs", out_dir, "pareto_gmacs", f"Accuracy vs cost on {ds}")
+        if any(np.isfinite(p["throughput"]) for p in points):
+            files += plot_pareto(points, "throughput", out_dir, "pareto_throughput",
+                                 f"Accuracy vs throughput on {ds}")
+    files += plot_head_share(df, out_dir)
+    files += plot_head_vs_classes(df, out_dir)
+    return files

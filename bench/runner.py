@@ -1,0 +1,369 @@
+"""The runner: turns a run configuration into cells, executes them and appends their rows to the results store.
+
+A *cell* is the unit of work an executor schedules: a ``cost`` cell measures every head on one backbone
+(params, MACs, and latency/throughput at each batch size, heads timed interleaved on the same backbone), an
+``accuracy`` cell trains and evaluates one (backbone, head, seed). ``execute_cell`` is a pure function of the
+cell (it returns rows and writes nothing), so the same cells run in-process or as Ray tasks; the driver appends
+each row as it arrives, so a run that fails halfway keeps what it made and ``--resume`` runs only what is missing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence
+
+from .results import COLUMNS, KEY_COLUMNS, DEFAULT_RESULTS_DIR, ResultsWriter, environment, new_run_id, read_results
+from .spec import canonical
+
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+PROTOCOLS = ("finetune", "probe", "eval")
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs, with the defaults of ``bench run``."""
+
+    heads: List[str] = field(default_factory=lambda: ["gap", "txdec", "mldecoder"])
+    backbones: List[str] = field(default_factory=lambda: ["resnet18"])
+    img_size: int = 224
+    num_classes: int = 80
+    batch_sizes: List[int] = field(default_factory=lambda: [1, 32])
+    device: str = "cpu"
+    dtype: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    cost_only: bool = False
+    timing: bool = True
+    min_time_s: float = 1.0
+    dataset: str = "scenes"
+    data_root: Optional[str] = None
+    protocol: str = "finetune"
+    epochs: int = 5
+    seeds: List[int] = field(default_factory=lambda: [0])
+    lr: Optional[float] = None
+    train_batch_size: int = 64
+    workers: int = 2
+    pretrained: bool = False
+    checkpoint: Optional[str] = None
+    cache_dir: Optional[str] = None
+    results_dir: str = DEFAULT_RESULTS_DIR
+    run_id: str = ""
+
+    def __post_init__(self):
+        self.heads = [canonical(h) for h in self.heads]
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {self.protocol!r}; valid: {', '.join(PROTOCOLS)}")
+        if any(b < 1 for b in self.batch_sizes):
+            raise ValueError(f"batch sizes must be >= 1, got {self.batch_sizes}")
+        if self.img_size < 8:
+            raise ValueError(f"img_size must be >= 8, got {self.img_size}")
+        if self.device.startswith("cuda"):
+            import torch
+            if not torch.cuda.is_available():
+                raise ValueError(f"--device {self.device}: no CUDA device is available here (torch "
+                                 f"{torch.__version__}, cuda build: {torch.version.cuda or 'none'}); use --device cpu")
+        elif self.device != "cpu":
+            raise ValueError(f"unknown device {self.device!r}; valid: cpu, cuda, cuda:N")
+        if self.dtype == "fp16" and self.device == "cpu" and not self.cost_only:
+            pass  # fp16 inference runs on recent CPUs; training on CPU uses fp32 whatever --dtype says
+        if not self.run_id:
+            self.run_id = new_run_id()
+
+    @property
+    def results_path(self) -> str:
+        return os.path.join(self.results_dir, f"{self.run_id}.csv")
+
+
+@dataclass
+class Cell:
+    """One unit of work. ``key`` holds the identifier columns of the rows it makes (for resuming)."""
+
+    kind: str  # "cost" | "accuracy"
+    backbone: str
+    heads: List[str]
+    seed: Optional[int] = None
+
+    @property
+    def label(self) -> str:
+        if self.kind == "cost":
+            return f"cost {self.backbone}: {', '.join(self.heads)}"
+        return f"train {self.backbone} + {self.heads[0]} (seed {self.seed})"
+
+
+def plan_cells(cfg: RunConfig) -> List[Cell]:
+    cells = [Cell("cost", bb, list(cfg.heads)) for bb in cfg.backbones]
+    if not cfg.cost_only:
+        cells += [Cell("accuracy", bb, [h], seed) for bb in cfg.backbones for seed in cfg.seeds for h in cfg.heads]
+    return cells
+
+
+def _row_ids(cfg: RunConfig, backbone: str, head: str, **extra) -> Dict[str, object]:
+    row = dict(run_id=cfg.run_id, backbone=backbone, head=head, img_size=cfg.img_size, device=cfg.device,
+               dtype=cfg.dtype, channels_last=cfg.channels_last, compile=cfg.compile)
+    row.update(extra)
+    return row
+
+
+def cell_keys(cfg: RunConfig, cell: Cell) -> List[Dict[str, object]]:
+    """The identifiers of the rows a cell will make (what resuming matches on)."""
+    if cell.kind == "cost":
+        return [_row_ids(cfg, cell.backbone, h, num_classes=cfg.num_classes, batch_size=bs)
+                for h in cell.heads for bs in (cfg.batch_sizes if cfg.timing else [1])]
+    return [_row_ids(cfg, cell.backbone, cell.heads[0], dataset=cfg.dataset, protocol=cfg.protocol,
+                     epochs=cfg.epochs, seed=cell.seed)]
+
+
+# ----------------------------------------------------------------------------------------------- cost cells
+
+def _torch_dtype(name: str):
+    import torch
+    return getattr(torch, DTYPES[name])
+
+
+def _head_kwargs(head, num_classes: int, device, dtype) -> dict:
+    import torch
+    if getattr(head, "queries_kind", None) == "word":
+        return {"class_embeddings": torch.randn(num_classes, head.word_dim, device=device, dtype=dtype)}
+    return {}
+
+
+def _check_forward(backbone, img_size: int, name: str):
+    import torch
+    try:
+        with torch.no_grad():
+            return backbone(torch.zeros(1, 3, img_size, img_size))
+    except (RuntimeError, AssertionError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"backbone {name!r} cannot take img_size {img_size}: {first}") from None
+
+
+def run_cost_cell(cfg: RunConfig, cell: Cell, progress: Optional[Callable[[str], None]] = None) -> Iterator[dict]:
+    """Params and MACs of each head on one backbone, then latency/throughput per batch size (interleaved)."""
+    import torch
+
+    from .flops import model_cost
+    from .heads import create_head
+    from .model import HeadModel, create_backbone
+    from .timing import time_callable, time_interleaved, with_oom_backoff
+
+    backbone = create_backbone(cell.backbone, pretrained=cfg.pretrained, img_size=cfg.img_size).eval()
+    _check_forward(backbone, cfg.img_size, cell.backbone)
+    models = {spec: HeadModel(backbone, create_head(spec, backbone.num_features, cfg.num_classes), cell.backbone).eval()
+              for spec in cell.heads}
+    costs = {}
+    for spec, model in models.items():
+        if progress:
+            progress(f"counting {cell.backbone} + {spec}")
+        costs[spec] = model_cost(model, cfg.img_size, 1, _head_kwargs(model.head, cfg.num_classes, "cpu",
+                                                                       torch.float32))
+    env = environment(cfg.device)
+    if not cfg.timing:
+        for spec in cell.heads:
+            yield {**_row_ids(cfg, cell.backbone, spec, num_classes=cfg.num_classes, batch_size=1),
+                   **costs[spec], "status": "ok", **env}
+        return
+
+    device, dtype = torch.device(cfg.device), _torch_dtype(cfg.dtype)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    backbone.to(device=device, dtype=dtype, memory_format=fmt)
+    runners = {}
+    for spec, model in models.items():
+        model.head.to(device=device, dtype=dtype)
+        runners[spec] = torch.compile(model) if cfg.compile else model
+    bb_run = torch.compile(backbone) if cfg.compile else backbone
+    for bs in cfg.batch_sizes:
+        if progress:
+            progress(f"timing {cell.backbone} at batch {bs}")
+
+        def measure(b: int):
+            x = torch.rand(b, 3, cfg.img_size, cfg.img_size, device=device, dtype=dtype).contiguous(memory_format=fmt)
+            kw = {s: _head_kwargs(m.head, cfg.num_classes, device, dtype) for s, m in models.items()}
+            with torch.no_grad():
+                feats = backbone(x)
+                t_bb = time_callable(lambda: bb_run(x), device=cfg.device, min_time_s=cfg.min_time_s)
+                t_head = time_interleaved({s: (lambda s=s: models[s].head(feats, **kw[s])) for s in models},
+                                          device=cfg.device, min_time_s=cfg.min_time_s)
+                t_e2e = time_interleaved({s: (lambda s=s: runners[s](x, **kw[s])) for s in models},
+                                         device=cfg.device, min_time_s=cfg.min_time_s)
+            return t_bb, t_head, t_e2e
+
+        (t_bb, t_head, t_e2e), used = with_oom_backoff(measure, bs)
+        for spec in cell.heads:
+            t = t_e2e[spec]
+            yield {**_row_ids(cfg, cell.backbone, spec, num_classes=cfg.num_classes, batch_size=bs),
+                   **costs[spec], "batch_size_requested": bs if used != bs else "",
+                   "latency_ms_p50": t.median_ms, "latency_ms_iqr": t.iqr_ms, "latency_n": t.n,
+                   "throughput_img_s": used * 1000.0 / t.median_ms,
+                   "backbone_ms_p50": t_bb.median_ms, "backbone_ms_iqr": t_bb.iqr_ms,
+                   "head_ms_p50": t_head[spec].median_ms, "head_ms_iqr": t_head[spec].iqr_ms,
+                   "status": "ok", **env,
+                   **({"batch_size": used} if used != bs else {})}
+
+
+# ------------------------------------------------------------------------------------------- accuracy cells
+
+def run_accuracy_cell(cfg: RunConfig, cell: Cell, progress: Optional[Callable[[str], None]] = None) -> Iterator[dict]:
+    """Train (per protocol) and evaluate one (backbone, head, seed); one row with cost and accuracy columns."""
+    from .evaluation import train_and_evaluate
+
+    yield train_and_evaluate(cfg, cell.backbone, cell.heads[0], cell.seed, progress=progress)
+
+
+def execute_cell(cfg: RunConfig, cell: Cell, progress: Optional[Callable[[str], None]] = None) -> List[dict]:
+    """Run one cell and return its rows; an error becomes one row per expected key with status 'error'."""
+    fn = run_cost_cell if cell.kind == "cost" else run_accuracy_cell
+    rows: List[dict] = []
+    try:
+        for row in fn(cfg, cell, progress):
+            rows.append(row)
+    except (KeyboardInterrupt, ValueError):
+        raise
+    except Exception as e:  # a failed cell is recorded and the others go on
+        done = {(r["head"], r.get("batch_size")) for r in rows}
+        msg = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        for key in cell_keys(cfg, cell):
+            if (key["head"], key.get("batch_size")) not in done:
+                rows.append({**key, "status": "error", "error": msg, **environment(cfg.device)})
+        rows[-1]["error"] = msg + " | " + traceback.format_exc(limit=3).replace("\n", " ")[-400:]
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------- driver
+
+def _done_keys(cfg: RunConfig) -> set:
+    """Identifier tuples of the ok rows already in this run's file (for --resume)."""
+    if not os.path.exists(cfg.results_path):
+        return set()
+    df = read_results([cfg.results_path])
+    df = df[df["status"].astype(str) == "ok"]
+    return {_key_tuple(r) for r in df.to_dict("records")}
+
+
+def _norm(v):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    s = str(v)
+    return s
+
+
+def _key_tuple(row: dict) -> tuple:
+    return tuple(_norm(row.get(c)) for c in KEY_COLUMNS)
+
+
+def pending_cells(cfg: RunConfig, cells: Sequence[Cell]) -> List[Cell]:
+    done = _done_keys(cfg)
+    return [c for c in cells if not all(_key_tuple(k) in done for k in cell_keys(cfg, c))]
+
+
+class LocalExecutor:
+    """Runs cells one after another in this process."""
+
+    def map(self, cfg: RunConfig, cells: Sequence[Cell], progress=None) -> Iterator[tuple]:
+        """Yields (cell, rows) as each cell finishes."""
+        for cell in cells:
+            yield cell, execute_cell(cfg, cell, progress)
+
+
+def run(cfg: RunConfig, executor=None, on_row: Optional[Callable[[dict], None]] = None,
+        on_cell: Optional[Callable[[Cell], None]] = None, progress=None) -> List[dict]:
+    """Execute every pending cell of ``cfg`` and append each row to ``cfg.results_path`` as it arrives."""
+    cells = pending_cells(cfg, plan_cells(cfg))
+    executor = executor or LocalExecutor()
+    rows: List[dict] = []
+    with ResultsWriter(cfg.results_path) as writer:
+        for cell, cell_rows in executor.map(cfg, cells, progress):
+            for row in cell_rows:
+                writer.write(row)
+                rows.append(row)
+                if on_row:
+                    on_row(row)
+            if on_cell:
+                on_cell(cell)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------- estimate
+
+_RATE: Dict[str, float] = {}
+
+
+def matmul_rate(device: str = "cpu", seconds: float = 0.2) -> float:
+    """MACs per second of a 1024^3 float32 matmul on this device (a quick probe, cached per process)."""
+    if device in _RATE:
+        return _RATE[device]
+    import torch
+
+    from .timing import sync
+
+    a = torch.randn(1024, 1024, device=device)
+    a @ a
+    sync(device)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ a
+        n += 1
+    sync(device)
+    _RATE[device] = n * 1024 ** 3 / (time.perf_counter() - t0)
+    return _RATE[device]
+
+
+def backbone_macs_meta(name: str, img_size: int) -> tuple:
+    """(MACs per image, feature shape) of a backbone counted on the meta device: no weights, no compute."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .model import create_backbone
+
+    with torch.device("meta"):
+        bb = create_backbone(name, img_size=img_size)
+        x = torch.empty(1, 3, img_size, img_size)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        y = bb(x)
+    return fc.get_total_flops() // 2, tuple(y.shape[1:])
+
+
+def estimate_seconds(cfg: RunConfig, cells: Sequence[Cell], train_size: int = 0, val_size: int = 0) -> float:
+    """A rough guess of a run's duration from the MACs involved and this machine's matmul rate.
+
+    Convolutions on a CPU run at about half the matmul rate and training costs about three forward passes;
+    timing runs at least ``min_time_s`` per measurement.
+    """
+    rate = matmul_rate(cfg.device) * 0.5
+    total = 0.0
+    import torch
+
+    from .heads import create_head
+
+    meta = {bb: backbone_macs_meta(bb, cfg.img_size) for bb in {c.backbone for c in cells}}
+    macs = {bb: m for bb, (m, _) in meta.items()}
+    for c in cells:
+        g = macs[c.backbone]
+        shape = meta[c.backbone][1]
+        C, tokens = (shape[0], shape[1] * shape[2]) if len(shape) == 3 else (shape[1], shape[0])  # map or tokens
+        with torch.device("meta"):
+            h = sum(create_head(s, C, cfg.num_classes).analytic_macs(tokens=tokens) for s in c.heads)
+        if c.kind == "cost":
+            total += (1 + len(c.heads)) * g / rate  # counting passes
+            if cfg.timing:
+                for b in cfg.batch_sizes:
+                    one = max(cfg.min_time_s, 5 * b * g / rate) + b * g / rate
+                    total += (1 + 2 * len(c.heads)) * one
+        else:
+            n_train, n_val = train_size or 2000, val_size or 500
+            if cfg.protocol == "finetune":
+                total += cfg.epochs * n_train * 3 * (g + h) / rate + 2 * n_val * (g + h) / rate
+            else:
+                total += 2 * n_val * h / rate + cfg.epochs * n_train * 3 * h / rate  # head-sized work
+    if not cfg.cost_only and cfg.protocol == "probe":
+        total += sum((train_size or 2000) + (val_size or 500) for _ in macs) * max(macs.values()) / rate
+    return total
