@@ -273,15 +273,17 @@ def plot_command(paths, results_dir, last_run, out) -> None:
 
 
 def check_command(baseline, paths, results_dir, tols) -> int:
-    from .check import compare, format_table, has_regression, parse_tolerances
+    from .check import compare, format_table, has_regression, parse_tolerances, summarize
     from .results import read_results
 
     base = read_results([baseline])
     res = read_results(list(paths) or None, results_dir)
     table = compare(res, base, parse_tolerances(list(tols)))
     click.echo(format_table(table))
+    click.echo("\n" + summarize(table))
     if has_regression(table):
-        click.echo("\nREGRESSION: at least one metric is worse than the baseline beyond its tolerance", err=True)
+        click.echo("REGRESSION: a metric is worse than the baseline beyond its tolerance, a cost changed, or a "
+                   "baseline row has no result (see the status column)", err=True)
         return 1
     click.echo("\nOK: no regression against " + baseline)
     return 0

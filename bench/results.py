@@ -27,8 +27,9 @@ COST_COLUMNS = [
     "backbone_ms_p50", "backbone_ms_iqr", "head_ms_p50", "head_ms_iqr", "batch_size_requested",
 ]
 ACCURACY_COLUMNS = [
-    "map", "map_ema", "cf1", "of1", "f1_at_3", "f1_at_5", "top1", "top1_ema", "zsl_map", "gzsl_map",
-    "train_s", "eval_split", "map_no_positive_policy",
+    "map", "map_ema", "cp", "cr", "cf1", "op", "or", "of1", "f1_at_3", "f1_at_5", "top1", "top1_ema", "top5",
+    "zsl_map", "zsl_map_ema", "gzsl_map", "train_s", "train_images", "eval_split", "eval_images",
+    "map_no_positive_policy", "map_no_positive_classes",
 ]
 ENV_COLUMNS = [
     "status", "error", "torch_version", "timm_version", "bench_version", "cpu", "gpu", "threads",

@@ -1,0 +1,325 @@
+"""Regression checks: compare results with a committed baseline, metric by metric, within tolerances.
+
+``bench check --baseline results/baselines/NAME.csv`` reads both files with ``bench.results.read_results`` and
+calls ``compare``; it prints ``format_table`` and exits 1 when ``has_regression``.
+
+Matching. For each baseline row, the results rows that agree on every identifier (``bench.results.KEY_COLUMNS``)
+that is non-empty in that baseline row are candidates; an empty identifier matches anything (the paper's tables
+give no batch size, a CI baseline may leave the seed open). Values are compared as normalised text, so ``448``,
+``448.0`` and ``"448"`` match, as do ``True`` and ``"true"``. The latest candidate wins: latest ``timestamp``,
+then the later row (files are read in run-id order, which starts with the date). That row's value of each metric
+is compared with the baseline's, for each metric non-empty in the baseline row.
+
+Statuses. Per metric, from ``METRIC_RULES`` (the one place where defaults live):
+- accuracy (``map``, ``top1``, ``cf1``, ...): absolute tolerance in percentage points, higher is better:
+  ``better``, ``worse`` (a regression) or ``within noise``.
+- cost counts (``params_*``, ``gmacs_*``, ``gflops_*``): relative tolerance (0.1% of the baseline). Counts are
+  deterministic, so any change beyond CSV rounding means the model changed: ``changed``, a failure in either
+  direction (a cheaper model is not a better one until someone updates the baseline on purpose).
+- timings (``latency_ms_p50``, ``throughput_img_s``, ``train_s``, ...): noisy across machines, so compared only
+  when asked for (``metrics=[...]`` or a tolerance given for them), with a generous relative tolerance; lower is
+  better, except throughput.
+- ``missing``: no results row matches, or the matched row has no value for a metric the baseline has (a run
+  that crashed writes a row without metrics). Missing counts as a failure by default: a head that stops building
+  must not pass CI by producing no row. ``has_regression(df, missing_ok=True)`` relaxes that.
+
+Spread. A baseline may carry ``<metric>_std`` columns (e.g. the standard deviation over seeds); the tolerance
+for that metric is then ``max(tolerance, STD_MULTIPLIER * std)`` in the metric's units.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Dict, Iterable, List, Mapping, Optional
+
+import numpy as np
+import pandas as pd
+
+from .results import KEY_COLUMNS
+
+
+@dataclass(frozen=True)
+class MetricRule:
+    """How one metric is compared: ``tolerance`` in the metric's units (``kind="absolute"``) or as a fraction of
+    the baseline value (``kind="relative"``); ``direction`` "higher" or "lower" is better, or "exact" (any change
+    beyond tolerance is ``changed``); ``default`` False makes the metric opt-in."""
+    tolerance: float
+    kind: str
+    direction: str
+    default: bool = True
+
+
+_ACCURACY = {  # percentage points
+    "map": 0.5, "map_ema": 0.5, "top1": 0.5, "top1_ema": 0.5, "top5": 0.5,
+    "cf1": 1.0, "of1": 1.0, "cp": 1.0, "cr": 1.0, "op": 1.0, "or": 1.0,
+    "f1_at_3": 1.0, "f1_at_5": 1.0, "zsl_map": 1.0, "gzsl_map": 1.0,
+}
+_COUNTS = [
+    "params_total", "params_trainable", "params_backbone", "params_head",
+    "gmacs_total", "gmacs_backbone", "gmacs_head", "gflops_total", "gflops_backbone", "gflops_head",
+    "gmacs_fvcore_total", "gmacs_fvcore_head",
+]
+METRIC_RULES: Mapping[str, MetricRule] = MappingProxyType({
+    **{m: MetricRule(t, "absolute", "higher") for m, t in _ACCURACY.items()},
+    **{m: MetricRule(0.001, "relative", "exact") for m in _COUNTS},
+    "latency_ms_p50": MetricRule(0.25, "relative", "lower", default=False),
+    "backbone_ms_p50": MetricRule(0.25, "relative", "lower", default=False),
+    "head_ms_p50": MetricRule(0.25, "relative", "lower", default=False),
+    "throughput_img_s": MetricRule(0.25, "relative", "higher", default=False),
+    "train_s": MetricRule(0.5, "relative", "lower", default=False),
+})
+DEFAULT_TOLERANCES: Mapping[str, float] = MappingProxyType({m: r.tolerance for m, r in METRIC_RULES.items()})
+STD_MULTIPLIER = 2.0
+STATUSES = ("worse", "changed", "missing", "better", "within noise")  # failures first
+FAILING_STATUSES = ("worse", "changed")
+RESULT_COLUMNS = ["metric", "baseline", "result", "delta", "tolerance", "tolerance_text", "status",
+                  "result_run_id", "note"]
+
+
+def _unknown_metric(name: str) -> ValueError:
+    close = difflib.get_close_matches(name.lower(), list(METRIC_RULES), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return ValueError(f"unknown metric {name!r}{hint}; valid metrics are {sorted(METRIC_RULES)}")
+
+
+def parse_tolerances(items: Iterable[str]) -> Dict[str, float]:
+    """Parse ``["map=0.3", "gmacs_total=0.02", "latency_ms_p50=50%"]`` into ``{metric: tolerance}``.
+
+    Values are in the metric's own rule: percentage points for accuracy, a fraction of the baseline for cost and
+    timings (which may also be written as a percentage, ``"1%"``). Raises ValueError on a malformed item, an
+    unknown metric (naming the valid ones) or a negative value.
+    """
+    out: Dict[str, float] = {}
+    for item in items:
+        name, sep, text = str(item).partition("=")
+        name, text = name.strip(), text.strip()
+        if not sep or not name or not text:
+            raise ValueError(f"tolerance {item!r} is not METRIC=VALUE (e.g. map=0.3, gmacs_total=0.01)")
+        if name not in METRIC_RULES:
+            raise _unknown_metric(name)
+        percent = text.endswith("%")
+        if percent and METRIC_RULES[name].kind != "relative":
+            raise ValueError(f"tolerance {item!r}: {name} takes an absolute tolerance in its own units "
+                             f"(percentage points), not a percentage of the baseline")
+        try:
+            value = float(text[:-1] if percent else text)
+        except ValueError:
+            raise ValueError(f"tolerance {item!r}: {text!r} is not a number") from None
+        if not value >= 0:
+            raise ValueError(f"tolerance {item!r} must be a non-negative number")
+        out[name] = value / 100.0 if percent else value
+    return out
+
+
+def _norm(value) -> str:
+    """An identifier as comparable text: empty for missing, ints without '.0', booleans lower-case."""
+    if value is None:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if np.isnan(value):
+            return ""
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+    try:
+        if pd.isna(value):
+            return ""
+    except (TypeError, ValueError):
+        pass
+    text = str(value).strip()
+    if text.lower() in ("true", "false"):
+        return text.lower()
+    if text.lower() in ("nan", "none", "<na>"):
+        return ""
+    try:
+        return _norm(float(text))
+    except ValueError:
+        return text
+
+
+def _number(value) -> float:
+    """A metric value as float; NaN when empty or not a number."""
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return float("nan")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _metric_list(metrics: Optional[List[str]], tolerances: Mapping[str, float]) -> List[str]:
+    if metrics is not None:
+        for m in metrics:
+            if m not in METRIC_RULES:
+                raise _unknown_metric(m)
+        return list(metrics)
+    return [m for m, r in METRIC_RULES.items() if r.default or m in tolerances]
+
+
+def _run_order(results: pd.DataFrame) -> np.ndarray:
+    """Row positions of ``results`` from oldest to latest (timestamp, then row order; no timestamp is oldest)."""
+    position = np.arange(len(results))
+    if "timestamp" not in results.columns:
+        return position
+    ticks = np.array([_timestamp_ns(v) for v in results["timestamp"]], dtype=np.int64)
+    return np.lexsort((position, ticks))
+
+
+def _timestamp_ns(value) -> int:
+    """A timestamp as UTC nanoseconds (naive times taken as UTC); the oldest possible when empty or unreadable.
+
+    Parsed one by one: ``pd.to_datetime`` on a column infers one format from the first value and would turn rows
+    written in another (older files, other tools) into NaT."""
+    if _norm(value) == "":
+        return np.iinfo(np.int64).min
+    try:
+        stamp = pd.Timestamp(str(value))
+    except (ValueError, TypeError):
+        return np.iinfo(np.int64).min
+    if pd.isna(stamp):
+        return np.iinfo(np.int64).min
+    return (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp).value
+
+
+def _fmt_tolerance(rule: MetricRule, tolerance: float, widened: bool) -> str:
+    if widened:
+        return f"±{tolerance:.4g} ({STD_MULTIPLIER:g} std)"
+    if rule.kind == "relative":
+        return f"±{100 * tolerance:g}%"
+    return f"±{tolerance:g}"
+
+
+def compare(results: pd.DataFrame, baseline: pd.DataFrame, tolerances: Optional[Mapping[str, float]] = None,
+            metrics: Optional[List[str]] = None) -> pd.DataFrame:
+    """Compare the latest matching results row of each baseline row, metric by metric (see the module docs).
+
+    ``tolerances`` overrides ``DEFAULT_TOLERANCES`` per metric (as ``parse_tolerances`` returns), and also opts in
+    timing metrics; ``metrics`` restricts the comparison to those metrics (opt-in ones included). Unknown metric
+    names raise ValueError. Returns one row per (baseline row, metric): the baseline's identifier columns, then
+    ``metric, baseline, result, delta`` (result - baseline), ``tolerance`` (effective, in the metric's units),
+    ``tolerance_text``, ``status`` (one of ``STATUSES``), ``result_run_id`` and ``note``.
+    """
+    tolerances = dict(tolerances or {})
+    for m, t in tolerances.items():
+        if m not in METRIC_RULES:
+            raise _unknown_metric(m)
+        if isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)) or not t >= 0:
+            raise ValueError(f"tolerance for {m} must be a non-negative number; got {t!r}")
+    metric_names = _metric_list(metrics, tolerances)
+    keys = [c for c in KEY_COLUMNS if c in baseline.columns]
+
+    results = results.reset_index(drop=True)
+    ordered = results.iloc[_run_order(results)].reset_index(drop=True)  # oldest first
+    result_ids = {c: (ordered[c].map(_norm) if c in ordered.columns else pd.Series([""] * len(ordered)))
+                  for c in keys}
+
+    rows = []
+    for b_index, b_row in baseline.reset_index(drop=True).iterrows():
+        wanted = {c: _norm(b_row[c]) for c in keys if _norm(b_row[c]) != ""}
+        match = np.ones(len(ordered), dtype=bool)
+        for c, v in wanted.items():
+            match &= (result_ids[c] == v).to_numpy()
+        latest = ordered.iloc[np.flatnonzero(match)[-1]] if match.any() else None
+        run_id = "" if latest is None or "run_id" not in ordered.columns else _norm(latest["run_id"])
+        ids = {c: ("" if _norm(b_row[c]) == "" else b_row[c]) for c in keys}
+
+        for m in metric_names:
+            if m not in baseline.columns or _norm(b_row[m]) == "":
+                continue
+            base = _number(b_row[m])
+            if np.isnan(base):
+                raise ValueError(f"baseline row {b_index}: {m}={b_row[m]!r} is not a number")
+            rule = METRIC_RULES[m]
+            spec = tolerances.get(m, rule.tolerance)
+            tol = spec * abs(base) if rule.kind == "relative" else spec
+            widened = False
+            std = _number(b_row[f"{m}_std"]) if f"{m}_std" in baseline.columns else float("nan")
+            if not np.isnan(std) and STD_MULTIPLIER * std > tol:
+                tol, widened = STD_MULTIPLIER * std, True
+            row = {**ids, "metric": m, "baseline": base, "result": np.nan, "delta": np.nan, "tolerance": tol,
+                   "tolerance_text": _fmt_tolerance(rule, tol if widened else spec, widened),
+                   "status": "missing", "result_run_id": run_id, "note": ""}
+            if latest is None:
+                row["note"] = "no matching results row"
+            else:
+                value = _number(latest[m]) if m in ordered.columns else float("nan")
+                if np.isnan(value):
+                    status = _norm(latest["status"]) if "status" in ordered.columns else ""
+                    row["note"] = f"latest matching row has no {m}" + (f" (status {status})" if status else "")
+                else:
+                    delta = value - base
+                    row.update(result=value, delta=delta, status=_classify(rule, delta, tol, base))
+            rows.append(row)
+    return pd.DataFrame(rows, columns=keys + RESULT_COLUMNS)
+
+
+def _classify(rule: MetricRule, delta: float, tolerance: float, base: float) -> str:
+    slack = 1e-9 * max(1.0, abs(base))  # so a change of exactly the tolerance, read back from CSV, is noise
+    if abs(delta) <= tolerance + slack:
+        return "within noise"
+    if rule.direction == "exact":
+        return "changed"
+    improved = delta > 0 if rule.direction == "higher" else delta < 0
+    return "better" if improved else "worse"
+
+
+def has_regression(df: pd.DataFrame, missing_ok: bool = False) -> bool:
+    """True when any comparison is ``worse`` or ``changed``, or ``missing`` unless ``missing_ok``."""
+    failing = set(FAILING_STATUSES) | (set() if missing_ok else {"missing"})
+    return bool(df["status"].isin(failing).any()) if len(df) else False
+
+
+def summarize(df: pd.DataFrame) -> str:
+    """One line: how many comparisons and how many of each status, e.g. ``12 compared: 11 within noise, 1 worse``."""
+    counts = df["status"].value_counts() if len(df) else pd.Series(dtype=int)
+    parts = [f"{int(counts[s])} {s}" for s in STATUSES if s in counts]
+    return f"{len(df)} compared" + (": " + ", ".join(parts) if parts else "")
+
+
+def _fmt_number(value, signed: bool = False) -> str:
+    value = _number(value)
+    if np.isnan(value):
+        return "-"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return f"{value:+.0f}" if signed else f"{value:.0f}"
+    return f"{value:+.4g}" if signed else f"{value:.6g}"
+
+
+def format_table(df: pd.DataFrame) -> str:
+    """A fixed-width table of ``compare``'s output.
+
+    Identifier columns that are the same on every row move to a header line (``dataset=scenes  head=gap``);
+    those that vary are columns. Then metric, baseline, result, delta, tolerance, status, and a note column
+    when any row has a note.
+    """
+    if not len(df):
+        return "no comparisons (the baseline has no rows with metrics)"
+    keys = [c for c in df.columns if c not in RESULT_COLUMNS]
+    shown = {c: df[c].map(_norm) for c in keys}
+    varying = [c for c in keys if shown[c].nunique() > 1]
+    constant = [f"{c}={shown[c].iloc[0]}" for c in keys if c not in varying and shown[c].iloc[0] != ""]
+
+    columns = varying + ["metric", "baseline", "result", "delta", "tolerance", "status"]
+    if df["note"].astype(str).str.len().gt(0).any():
+        columns.append("note")
+    right = {"baseline", "result", "delta", "tolerance"}
+    cells = []
+    for i in range(len(df)):
+        r = df.iloc[i]
+        cells.append([shown[c].iloc[i] if c in varying else
+                      _fmt_number(r[c]) if c in ("baseline", "result") else
+                      _fmt_number(r[c], signed=True) if c == "delta" else
+                      r["tolerance_text"] if c == "tolerance" else str(r[c]) for c in columns])
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+
+    def line(values):
+        return "  ".join(v.rjust(w) if c in right else v.ljust(w)
+                         for c, v, w in zip(columns, values, widths)).rstrip()
+
+    out = ["  ".join(constant)] if constant else []
+    out += [line(columns), line(["-" * w for w in widths])]
+    out += [line(row) for row in cells]
+    return "\n".join(out)
