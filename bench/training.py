@@ -1,0 +1,411 @@
+"""Training protocols: ``finetune`` (end to end), ``probe`` (a head on cached frozen-backbone features) and ``eval``
+(``predict`` with given weights, no training).
+
+The defaults of ``TrainConfig`` are the ML-Decoder COCO recipe: asymmetric loss (gamma_neg 4, gamma_pos 0,
+clip 0.05, summed), Adam with decoupled ("true") weight decay 1e-4 that skips biases, norms and frozen parameters,
+OneCycle (pct_start 0.2) stepped per batch, an EMA of the weights (decay 0.9997), AMP on CUDA. Nothing is selected
+on the evaluation split: a run returns the last epoch's weights and their EMA, and the caller reports both.
+
+Checkpoints (``checkpoint_dir/last.pt``, written atomically after every epoch) hold the model, the EMA, the
+optimizer, scheduler and scaler states, the RNG states and the config; ``resume=True`` continues from there and
+ends with the same weights as an uninterrupted run (same seed, deterministic kernels, ``workers=0`` on CPU).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() on the DataLoader in __init__
+
+from .features import AMP_DTYPES, _atomic_save, extract_features, feature_cache_key  # noqa: F401 (re-exported)
+from .losses import LOSSES, REDUCTIONS, compute_loss
+
+CHECKPOINT_NAME = "last.pt"
+AMP_MODES = ("bf16", "fp16", "off")
+# Config fields that may change between a run and its resumption without changing its result.
+_RESUMABLE_CHANGES = ("workers", "device")
+
+
+@dataclass
+class TrainConfig:
+    """Every training hyper-parameter, defaulting to the ML-Decoder COCO recipe.
+
+    ``weight_decay`` is decoupled (``torch.optim.AdamW``: ``p -= lr * weight_decay * p``), the paper's "true
+    weight decay"; the official script instead adds ``weight_decay * p`` to the gradient of Adam. It skips 1-D
+    parameters (biases, norm weights) and frozen ones (``requires_grad=False``, e.g. fixed queries, which never
+    enter the optimizer). ``amp`` applies on CUDA only; on CPU the run is float32. ``device="auto"`` means CUDA
+    when available, else CPU. Short CPU runs need a faster EMA (e.g. ``ema_decay=0.99``): at 0.9997 the EMA
+    averages over ~3300 steps.
+    """
+
+    epochs: int = 40
+    batch_size: int = 56
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    betas: Tuple[float, float] = (0.9, 0.999)
+    # OneCycle, stepped per batch (torch defaults for the rest, as the official script: beta1 cycles 0.95-0.85).
+    pct_start: float = 0.2
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+    cycle_momentum: bool = True
+    loss: str = "asl"  # "asl", "bce" or "ce" (single-label)
+    reduction: str = "sum"  # over the batch and classes, as the paper; "mean" over the known entries
+    gamma_neg: float = 4.0
+    gamma_pos: float = 0.0
+    clip: float = 0.05
+    eps: float = 1e-8
+    ema_decay: float = 0.9997
+    amp: str = "bf16"  # "bf16", "fp16" (with a GradScaler) or "off"; CUDA only
+    grad_clip: Optional[float] = None  # max global gradient norm; None = off
+    drop_last: bool = True  # drop the last incomplete batch (when the split holds at least one full batch)
+    workers: int = 2
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; valid: {', '.join(LOSSES)}")
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(f"unknown reduction {self.reduction!r}; valid: {', '.join(REDUCTIONS)}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"unknown amp {self.amp!r}; valid: {', '.join(AMP_MODES)}")
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        if not 0.0 < self.pct_start < 1.0:
+            raise ValueError(f"pct_start must be in (0, 1), got {self.pct_start!r}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"grad_clip must be positive or None (off), got {self.grad_clip!r}")
+        self.betas = tuple(self.betas)
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+@dataclass
+class TrainOutcome:
+    """What a training run returns: the last epoch's model and its EMA (both to be evaluated and reported),
+    per-epoch history ``[{"epoch", "loss", "lr"}]`` (mean loss per batch, lr at the epoch's end), the training
+    time in seconds (summed over resumed parts), and the number of epochs done."""
+
+    model: nn.Module
+    ema_model: nn.Module
+    history: List[Dict[str, float]] = field(default_factory=list)
+    train_s: float = 0.0
+    epochs_done: int = 0
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; ``checkpoint`` is the last good checkpoint (None without one)."""
+
+    def __init__(self, message: str, epoch: int, step: int, checkpoint: Optional[str]):
+        super().__init__(message)
+        self.epoch, self.step, self.checkpoint = epoch, step, checkpoint
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's (all devices) random generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: torch seeds each worker from the loader's generator; seed the others alike."""
+    s = torch.initial_seed() % 2**32
+    random.seed(s)
+    np.random.seed(s)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> List[dict]:
+    """Two optimizer groups: weight decay for the >= 2-D weights, none for biases and norm weights (1-D);
+    frozen parameters (``requires_grad=False``) are left out."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class ModelEMA:
+    """Exponential moving average of a model's weights and floating-point buffers (BN statistics); integer
+    buffers are copied. ``module`` is a frozen copy in eval mode."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for e, m in zip(self.module.state_dict().values(), model.state_dict().values()):
+            if e.dtype.is_floating_point:
+                e.lerp_(m.detach(), 1.0 - self.decay)
+            else:
+                e.copy_(m)
+
+
+def _rng_state(generator: torch.Generator) -> dict:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(), "loader": generator.get_state()}
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state["numpy"] = (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, generator: torch.Generator) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["loader"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _column_index(columns: Optional[Sequence[int]], num: int) -> Optional[torch.Tensor]:
+    if columns is None:
+        return None
+    idx = torch.as_tensor(list(columns), dtype=torch.long)
+    if idx.numel() == 0 or idx.min() < 0 or idx.max() >= num:
+        raise ValueError(f"columns must be a non-empty list of class indices in [0, {num}), got {list(columns)}")
+    return idx
+
+
+class _Trainer:
+    """One training run of ``model`` on (input, target) pairs; shared by finetune and probe."""
+
+    def __init__(self, model: nn.Module, ds: Dataset, cfg: TrainConfig, *, multilabel: bool, num_classes: int,
+                 class_embeddings: Optional[torch.Tensor], columns: Optional[Sequence[int]], progress: bool,
+                 checkpoint_dir: Optional[str], workers: int):
+        if cfg.loss == "ce" and multilabel:
+            raise ValueError("loss 'ce' is for single-label data; this dataset is multi-label (use 'asl' or 'bce')")
+        if columns is not None and not multilabel:
+            raise ValueError("columns (a subset of the classes to train on) apply to multi-label data only")
+        if len(ds) == 0:
+            raise ValueError("the training split is empty")
+        self.cfg, self.progress = cfg, progress
+        self.device = cfg.resolved_device()
+        self.model = model.to(self.device)
+        self.cols = _column_index(columns, num_classes)
+        self.head_kwargs = {}
+        if class_embeddings is not None:
+            if class_embeddings.dim() != 2 or class_embeddings.shape[0] != num_classes:
+                raise ValueError(f"class_embeddings must be (N={num_classes}, word_dim) with one row per class of "
+                                 f"the dataset, got shape {tuple(class_embeddings.shape)}")
+            E = class_embeddings if self.cols is None else class_embeddings[self.cols]  # (N', word_dim): seen ones
+            self.head_kwargs["class_embeddings"] = E.to(self.device)
+        self.generator = torch.Generator()
+        self.generator.manual_seed(cfg.seed)
+        drop_last = cfg.drop_last and len(ds) >= cfg.batch_size
+        self.loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, drop_last=drop_last,
+                                 num_workers=workers, worker_init_fn=_seed_worker, generator=self.generator,
+                                 pin_memory=self.device.type == "cuda")
+        steps = len(self.loader)
+        self.optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps, pct_start=cfg.pct_start,
+            div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor, cycle_momentum=cfg.cycle_momentum)
+        self.use_amp = self.device.type == "cuda" and cfg.amp != "off"
+        self.amp_dtype = AMP_DTYPES.get(cfg.amp, torch.bfloat16)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and cfg.amp == "fp16")
+        self.ema = ModelEMA(model, cfg.ema_decay)
+        self.path = os.path.join(checkpoint_dir, CHECKPOINT_NAME) if checkpoint_dir else None
+        self.epoch, self.history, self.train_s = 0, [], 0.0
+
+    # -- checkpoints ------------------------------------------------------------------------------------------
+    def save(self) -> None:
+        _atomic_save({
+            "model": self.model.state_dict(), "state_dict_ema": self.ema.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "epoch": self.epoch, "rng": _rng_state(self.generator),
+            "config": dataclasses.asdict(self.cfg), "history": self.history, "train_s": self.train_s,
+        }, self.path)
+
+    def load(self) -> None:
+        ck = torch.load(self.path, map_location="cpu", weights_only=True)
+        saved = ck["config"]
+        now = dataclasses.asdict(self.cfg)
+        diff = [k for k in now if k not in _RESUMABLE_CHANGES and
+                (list(saved.get(k)) if isinstance(saved.get(k), (list, tuple)) else saved.get(k)) !=
+                (list(now[k]) if isinstance(now[k], tuple) else now[k])]
+        if diff:
+            raise ValueError(f"cannot resume from {self.path!r}: its config differs in "
+                             + ", ".join(f"{k} (saved {saved.get(k)!r}, now {now[k]!r})" for k in diff))
+        self.model.load_state_dict(ck["model"])
+        self.ema.module.load_state_dict(ck["state_dict_ema"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        self.scaler.load_state_dict(ck["scaler"])
+        _set_rng_state(ck["rng"], self.generator)
+        self.epoch, self.history, self.train_s = ck["epoch"], ck["history"], ck["train_s"]
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+    def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        if self.cols is not None:
+            targets = targets[:, self.cols.to(targets.device)]  # (B, N')
+            if "class_embeddings" not in self.head_kwargs and logits.shape[1] != targets.shape[1]:
+                logits = logits[:, self.cols.to(logits.device)]  # a fixed-query head scores all N classes
+        if targets.dim() == 2 and logits.shape[1] > targets.shape[1]:
+            # the extra columns of random_queries (word queries, training only) are negatives
+            targets = torch.cat([targets, targets.new_zeros(targets.shape[0], logits.shape[1] - targets.shape[1])], 1)
+        return compute_loss(cfg.loss, logits, targets, reduction=cfg.reduction, gamma_neg=cfg.gamma_neg,
+                            gamma_pos=cfg.gamma_pos, clip=cfg.clip, eps=cfg.eps)
+
+    def run(self) -> TrainOutcome:
+        cfg, dev = self.cfg, self.device
+        while self.epoch < cfg.epochs:
+            t0 = time.perf_counter()
+            self.model.train()
+            total, n = 0.0, 0
+            bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not self.progress,
+                       leave=False)
+            for step, (x, y) in enumerate(bar):
+                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+                with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.use_amp):
+                    logits = self.model(x, **self.head_kwargs)  # (B, N) or (B, N' + random_queries)
+                loss = self._loss(logits, y)
+                value = loss.item()
+                if not np.isfinite(value):
+                    bar.close()
+                    where = self.path if self.path and os.path.isfile(self.path) else None
+                    raise TrainingDiverged(
+                        f"loss became {value} at epoch {self.epoch + 1} step {step + 1}; last good checkpoint: "
+                        f"{where or 'none'}", self.epoch + 1, step + 1, where)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                if cfg.grad_clip is not None:
+                    self.scaler.unscale_(self.optimizer)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.scheduler.step()
+                self.ema.update(self.model)
+                total, n = total + value, n + 1
+                bar.set_postfix(loss=f"{value:.4g}")
+            bar.close()
+            self.train_s += time.perf_counter() - t0
+            self.epoch += 1
+            self.history.append({"epoch": self.epoch, "loss": total / max(n, 1),
+                                 "lr": self.optimizer.param_groups[0]["lr"]})
+            if self.path:
+                self.save()
+        return TrainOutcome(self.model, self.ema.module, list(self.history), self.train_s, self.epoch)
+
+
+def _train(model, ds, cfg, *, multilabel, num_classes, class_embeddings, columns, progress, checkpoint_dir,
+           resume, workers) -> TrainOutcome:
+    seed_everything(cfg.seed)
+    trainer = _Trainer(model, ds, cfg, multilabel=multilabel, num_classes=num_classes,
+                       class_embeddings=class_embeddings, columns=columns, progress=progress,
+                       checkpoint_dir=checkpoint_dir, workers=workers)
+    if resume:
+        if checkpoint_dir is None:
+            raise ValueError("resume=True needs a checkpoint_dir")
+        if os.path.isfile(trainer.path):
+            trainer.load()
+    return trainer.run()
+
+
+def train_finetune(model: nn.Module, train_ds: Dataset, cfg: TrainConfig, *,
+                   class_embeddings: Optional[torch.Tensor] = None, columns: Optional[Sequence[int]] = None,
+                   progress: bool = True, checkpoint_dir: Optional[str] = None,
+                   resume: bool = False) -> TrainOutcome:
+    """Train ``model`` (a ``HeadModel``, or any module ``model(x, **head_kwargs) -> logits``) end to end.
+
+    ``class_embeddings`` (N, word_dim), one row per class of the dataset, are passed to a word-query head.
+    ``columns`` restricts training to those classes (targets, embeddings, and the logits of a fixed-query head):
+    a zero-shot run passes the seen classes. A dataset with ``unseen`` classes needs an explicit ``columns`` so
+    that held-out labels never leak into training. ``resume=True`` continues from ``checkpoint_dir/last.pt``
+    when it exists (and starts afresh when it does not). Raises ``TrainingDiverged`` on a NaN/inf loss.
+    """
+    unseen = list(getattr(train_ds, "unseen", ()) or ())
+    if unseen and columns is None:
+        raise ValueError(f"the dataset holds out classes {unseen} for zero-shot evaluation; pass columns=<the seen "
+                         "class indices> (or columns=range(N) to train on every class deliberately)")
+    multilabel = getattr(train_ds, "multilabel", True)
+    num_classes = len(train_ds.class_names) if hasattr(train_ds, "class_names") else _infer_classes(model)
+    return _train(model, train_ds, cfg, multilabel=multilabel, num_classes=num_classes,
+                  class_embeddings=class_embeddings, columns=columns, progress=progress,
+                  checkpoint_dir=checkpoint_dir, resume=resume, workers=cfg.workers)
+
+
+def _infer_classes(model: nn.Module) -> int:
+    head = getattr(model, "head", model)
+    if not hasattr(head, "num_classes"):
+        raise ValueError("cannot tell the number of classes: give a dataset with class_names or a bench head")
+    return head.num_classes
+
+
+def train_probe(head: nn.Module, features: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig, *,
+                class_embeddings: Optional[torch.Tensor] = None, columns: Optional[Sequence[int]] = None,
+                progress: bool = True, checkpoint_dir: Optional[str] = None,
+                resume: bool = False) -> TrainOutcome:
+    """Train ``head`` alone on cached backbone features (``extract_features``); the backbone never runs.
+
+    ``targets`` (S, N) float multi-hot (-1 = unknown) or (S,) long. Other arguments as ``train_finetune``;
+    the features are in memory, so the loader uses no workers.
+    """
+    if features.shape[0] != targets.shape[0]:
+        raise ValueError(f"features ({features.shape[0]}) and targets ({targets.shape[0]}) differ in length")
+    multilabel = targets.dim() == 2
+    num_classes = targets.shape[1] if multilabel else _infer_classes(head)
+    return _train(head, TensorDataset(features, targets), cfg, multilabel=multilabel, num_classes=num_classes,
+                  class_embeddings=class_embeddings, columns=columns, progress=progress,
+                  checkpoint_dir=checkpoint_dir, resume=resume, workers=0)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: Union[Dataset, torch.Tensor], *, batch_size: int, device: str = "cpu",
+            class_embeddings: Optional[torch.Tensor] = None, workers: int = 0, amp: str = "off",
+            progress: bool = False) -> np.ndarray:
+    """Logits (S, N) as float32 numpy of ``model`` in eval mode, over a dataset of (image, target) pairs or a
+    tensor of cached features (then ``model`` is a head). The ``eval`` protocol: build the model with a
+    checkpoint (``bench.model.build_model(..., checkpoint=path)``) and call this. ``class_embeddings`` are passed
+    to a word-query head (all classes, seen and unseen, for zero-shot evaluation). ``amp`` applies on CUDA only.
+    """
+    if amp not in AMP_MODES:
+        raise ValueError(f"unknown amp {amp!r}; valid: {', '.join(AMP_MODES)}")
+    dev = torch.device(device)
+    was_training = model.training
+    model.to(dev).eval()
+    kwargs = {} if class_embeddings is None else {"class_embeddings": class_embeddings.to(dev)}
+    if isinstance(data, torch.Tensor):
+        batches = (data[i:i + batch_size] for i in range(0, data.shape[0], batch_size))
+        total = (data.shape[0] + batch_size - 1) // batch_size
+    else:
+        loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers,
+                            pin_memory=dev.type == "cuda")
+        batches, total = (x for x, _ in loader), len(loader)
+    out = []
+    use_amp = dev.type == "cuda" and amp != "off"
+    try:
+        for x in tqdm(batches, total=total, desc="predict", disable=not progress, leave=False):
+            with torch.autocast(dev.type, dtype=AMP_DTYPES.get(amp, torch.bfloat16), enabled=use_amp):
+                logits = model(x.to(dev, non_blocking=True), **kwargs)  # (B, N)
+            out.append(logits.float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out).numpy()
+
+
+__all__ = ["TrainConfig", "TrainOutcome", "TrainingDiverged", "ModelEMA", "extract_features", "feature_cache_key",
+           "param_groups", "predict", "seed_everything", "train_finetune", "train_probe"]
