@@ -79,7 +79,7 @@ def run_command(heads, backbones, img_size, num_classes, batch_sizes, device, dt
     if not cells:
         click.echo("Nothing to run: every cell of this run is already in " + cfg.results_path)
     t0 = time.time()
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     bar = tqdm(total=len(cells), unit="cell", dynamic_ncols=True, disable=None)
 

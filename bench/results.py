@@ -29,7 +29,7 @@ COST_COLUMNS = [
 ACCURACY_COLUMNS = [
     "map", "map_ema", "cp", "cr", "cf1", "op", "or", "of1", "f1_at_3", "f1_at_5", "top1", "top1_ema", "top5",
     "zsl_map", "zsl_map_ema", "gzsl_map", "train_s", "train_images", "eval_split", "eval_images",
-    "map_no_positive_policy", "map_no_positive_classes",
+    "map_no_positive_policy", "map_no_positive_classes", "skipped_images",
 ]
 ENV_COLUMNS = [
     "status", "error", "torch_version", "timm_version", "bench_version", "cpu", "gpu", "threads",

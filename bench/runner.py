@@ -55,6 +55,7 @@ class RunConfig:
 
     def __post_init__(self):
         self.heads = [canonical(h) for h in self.heads]
+        self.dataset = canonical(self.dataset)
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")
         if self.protocol not in PROTOCOLS:
