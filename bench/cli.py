@@ -16,9 +16,9 @@ def _ints(text: str, what: str) -> List[int]:
     try:
         vals = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise click.BadParameter(f"{what} must be comma-separated integers, got {text!r}") from None
+        raise ValueError(f"{what} must be comma-separated integers, got {text!r}") from None
     if not vals:
-        raise click.BadParameter(f"{what} is empty")
+        raise ValueError(f"{what} is empty")
     return vals
 
 
@@ -119,6 +119,8 @@ def heads_cmd(in_features, num_classes, tokens, pattern, specs):
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the models before timing.")
 @click.option("--cost-only", is_flag=True, help="Only params, MACs, latency and throughput: no training.")
 @click.option("--no-timing", is_flag=True, help="Skip latency/throughput (params and MACs only).")
+@click.option("--min-time", type=float, default=1.0, show_default=True,
+              help="Seconds spent timing each measurement (at least 5 iterations after warm-up).")
 @click.option("--dataset", default="scenes", show_default=True, help="Dataset spec (see `bench datasets`).")
 @click.option("--data-root", default=None, help="Where the dataset's files are (not needed for scenes).")
 @click.option("--protocol", type=click.Choice(["finetune", "probe", "eval"]), default="probe", show_default=True,
@@ -133,6 +135,8 @@ def heads_cmd(in_features, num_classes, tokens, pattern, specs):
 @click.option("--checkpoint", default=None, type=click.Path(), help="A local checkpoint (this project's or an "
               "official ML-Decoder release) to load into the model.")
 @click.option("--results-dir", default="results/runs", show_default=True, help="Where result CSVs go.")
+@click.option("--cache-dir", default=None, help="Feature cache for --protocol probe "
+              "[default: $HEADBENCH_CACHE/features or ~/.cache/headbench/features].")
 @click.option("--resume", "resume", default=None, help="Continue run RUN_ID ('last' for the latest): only "
               "missing cells run.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)

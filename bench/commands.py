@@ -51,8 +51,8 @@ def latest_run_id(results_dir: str) -> str:
 
 
 def run_command(heads, backbones, img_size, num_classes, batch_sizes, device, dtype, channels_last, compile_,
-                cost_only, no_timing, dataset, data_root, protocol, epochs, seeds, lr, train_batch_size, workers,
-                pretrained, checkpoint, results_dir, resume, executor, ray_address, plot) -> None:
+                cost_only, no_timing, min_time, dataset, data_root, protocol, epochs, seeds, lr, train_batch_size, workers,
+                pretrained, checkpoint, results_dir, cache_dir, resume, executor, ray_address, plot) -> None:
     from .cli import _ints
     from .runner import RunConfig, pending_cells, plan_cells, run
     from .spec import parse_spec
@@ -64,10 +64,10 @@ def run_command(heads, backbones, img_size, num_classes, batch_sizes, device, dt
     cfg = RunConfig(
         heads=split_specs(heads), backbones=split_specs(backbones), img_size=img_size, num_classes=num_classes,
         batch_sizes=_ints(batch_sizes, "--batch-sizes"), device=device, dtype=dtype, channels_last=channels_last,
-        compile=compile_, cost_only=cost_only, timing=not no_timing, dataset=dataset, data_root=data_root,
+        compile=compile_, cost_only=cost_only, timing=not no_timing, min_time_s=min_time, dataset=dataset, data_root=data_root,
         protocol=protocol, epochs=epochs if epochs is not None else defaults["epochs"],
         seeds=_ints(seeds, "--seeds"), lr=lr, train_batch_size=train_batch_size, workers=workers,
-        pretrained=pretrained, checkpoint=checkpoint, results_dir=results_dir,
+        pretrained=pretrained, checkpoint=checkpoint, results_dir=results_dir, cache_dir=cache_dir,
         run_id=(latest_run_id(results_dir) if resume == "last" else resume) or "")
     validate(cfg)
     if not cost_only:

@@ -31,6 +31,19 @@ class HeadModel(nn.Module):
         return self.head(self.backbone(x), **head_kwargs)
 
 
+class ChannelsFirst(nn.Module):
+    """Wraps a timm model whose features are channels-last maps (B, H, W, C), such as Swin (timm says so in its
+    ``output_fmt`` attribute), so that every backbone hands heads (B, C, H, W) maps or (B, L, C) tokens."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.num_features = model.num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
+
+
 def backbone_names(pattern: str = "*"):
     import timm
     return timm.list_models(pattern)
@@ -50,13 +63,18 @@ def create_backbone(name: str, pretrained: bool = False, img_size: Optional[int]
             "; see `timm.list_models()` for the valid names"
         raise ValueError(f"unknown backbone {name!r}{hint}")
     kwargs = dict(pretrained=pretrained, num_classes=0, global_pool="")
+    model = None
     if img_size is not None:
         try:
-            return timm.create_model(name, img_size=img_size, **kwargs)
+            model = timm.create_model(name, img_size=img_size, **kwargs)
         except TypeError as e:  # CNNs take any resolution and have no img_size argument
             if "img_size" not in str(e):
                 raise
-    return timm.create_model(name, **kwargs)
+    if model is None:
+        model = timm.create_model(name, **kwargs)
+    if str(getattr(model, "output_fmt", "NCHW")) in ("NHWC", "Format.NHWC"):
+        model = ChannelsFirst(model)
+    return model
 
 
 def load_checkpoint_file(path: str) -> Dict[str, torch.Tensor]:

@@ -1,0 +1,122 @@
+"""The `bench` command line: outputs, result files and one-line errors for user mistakes."""
+import csv
+import os
+
+import pandas as pd
+import pytest
+
+from bench.cli import main
+from bench.heads import list_heads
+from bench.results import COLUMNS
+
+TINY = ["--backbone", "test_resnet", "--img-size", "32", "--batch-sizes", "1,2", "--min-time", "0.01"]
+
+
+def run_cli(argv, capsys):
+    """Run `bench ARGV`; returns (exit code, stdout, stderr)."""
+    code = 0
+    try:
+        main(argv)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def only_csv(folder):
+    files = [f for f in os.listdir(folder) if f.endswith(".csv")]
+    assert len(files) == 1, files
+    return os.path.join(folder, files[0])
+
+
+def test_heads_lists_every_head_with_cost(capsys):
+    code, out, _ = run_cli(["heads", "--in-features", "2048", "--num-classes", "80"], capsys)
+    assert code == 0
+    for name in list_heads():
+        assert f"\n{name} " in out
+    # ML-Decoder at C=2048, N=80, 14x14: the paper's +0.9 GMACs head
+    line = next(l for l in out.splitlines() if l.startswith("mldecoder "))
+    assert "0.91" in line
+
+
+def test_cost_only_run_writes_the_schema(tmp_path, capsys):
+    code, out, err = run_cli(["run", "--heads", "gap,mldecoder(groups=20, embed=64)", *TINY, "--cost-only",
+                              "--results-dir", str(tmp_path), "--no-plot"], capsys)
+    assert code == 0, err
+    path = only_csv(tmp_path)
+    with open(path) as f:
+        header = next(csv.reader(f))
+    assert header == COLUMNS
+    df = pd.read_csv(path)
+    assert sorted(df["head"].unique()) == ["gap", 'mldecoder(groups=20, embed=64)']
+    assert sorted(df["batch_size"].unique()) == [1, 2]
+    assert (df["status"] == "ok").all()
+    assert (df["gmacs_total"] - df["gmacs_backbone"] - df["gmacs_head"]).abs().max() < 1e-6
+    assert (df["latency_ms_p50"] > 0).all() and (df["latency_n"] >= 5).all()
+    assert "summary" not in err
+    assert "gap" in out and "head GMACs" in out  # the summary table
+    # bench results reads it back; the timm export has timm's columns
+    code, out, _ = run_cli(["results", "--results-dir", str(tmp_path)], capsys)
+    assert code == 0 and "mldecoder(groups=20, embed=64)" in out
+    timm_csv = tmp_path / "timm.csv"
+    code, _, _ = run_cli(["results", str(path), "--export-timm", str(timm_csv)], capsys)
+    assert code == 0
+    assert list(pd.read_csv(timm_csv).columns) == ["model", "infer_samples_per_sec", "infer_step_time",
+                                                   "infer_batch_size", "infer_img_size", "infer_gmacs",
+                                                   "param_count"]
+
+
+def test_resume_runs_only_missing_cells(tmp_path, capsys):
+    args = ["run", "--heads", "gap", *TINY, "--no-timing", "--cost-only", "--results-dir", str(tmp_path),
+            "--no-plot"]
+    assert run_cli(args, capsys)[0] == 0
+    path = only_csv(tmp_path)
+    run_id = os.path.basename(path)[:-4]
+    code, out, _ = run_cli(args + ["--resume", run_id], capsys)
+    assert code == 0 and "Nothing to run" in out
+    assert len(pd.read_csv(path)) == 1
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--heads", "gap,mldecodr"], "unknown head 'mldecodr'; did you mean 'mldecoder'"),
+    (["--heads", "mldecoder(grups=3)"], "unknown option of head 'mldecoder' 'grups'; did you mean 'groups'"),
+    (["--heads", "mldecoder(queries=banana)"], "unknown queries 'banana'; valid: fixed, learnable, word"),
+    (["--backbone", "resnet5O"], "unknown backbone 'resnet5O'; did you mean"),
+    (["--device", "cuda"], "no CUDA device is available"),
+    (["--batch-sizes", "1,x"], "--batch-sizes must be comma-separated integers"),
+])
+def test_user_mistakes_are_one_line_errors(tmp_path, capsys, argv, expected):
+    base = ["run", "--cost-only", "--no-timing", "--results-dir", str(tmp_path), "--no-plot"]
+    if "--backbone" not in argv:
+        base += ["--backbone", "test_resnet", "--img-size", "32"]
+    if "--heads" not in argv:
+        base += ["--heads", "gap"]
+    code, out, err = run_cli(base + argv, capsys)
+    assert code == 2
+    assert expected in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_resolution_the_backbone_cannot_take(tmp_path, capsys):
+    code, _, err = run_cli(["run", "--heads", "gap", "--backbone", "tresnet_m", "--img-size", "30",
+                            "--cost-only", "--no-timing", "--results-dir", str(tmp_path), "--no-plot"], capsys)
+    assert code == 2 and "cannot take img_size 30" in err and "Traceback" not in err
+
+
+def test_unwritable_results_dir(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, _, err = run_cli(["run", "--heads", "gap", "--backbone", "test_resnet", "--img-size", "32",
+                            "--cost-only", "--no-timing", "--results-dir", str(blocker / "runs"), "--no-plot"],
+                           capsys)
+    assert code == 2 and "cannot write results" in err
+
+
+def test_plot_cost_only(tmp_path, capsys):
+    run_cli(["run", "--heads", "gap,csra", *TINY, "--no-timing", "--cost-only", "--results-dir",
+             str(tmp_path / "runs"), "--no-plot"], capsys)
+    code, out, _ = run_cli(["plot", "--results-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "plots")],
+                           capsys)
+    assert code == 0
+    assert (tmp_path / "plots" / "cost_head_share.png").stat().st_size > 1000
+    assert (tmp_path / "plots" / "cost_head_share.svg").exists()
