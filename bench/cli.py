@@ -188,11 +188,19 @@ def plot_cmd(paths, results_dir, last_run, out):
 @click.option("--results-dir", default="results/runs", show_default=True)
 @click.option("--tol", "tols", multiple=True, help="METRIC=TOLERANCE, e.g. map=0.3 (absolute points) or "
               "gmacs_total=0.02 (relative). Repeatable.")
-def check_cmd(baseline, paths, results_dir, tols):
-    """Compare the latest results with a baseline; exit 1 on a regression."""
+@click.option("--metrics", default=None, help="Comma-separated metrics to compare [default: every metric the "
+              "baseline gives].")
+@click.option("--allow-missing", is_flag=True, help="A baseline row or metric with no result is not a failure.")
+def check_cmd(baseline, paths, results_dir, tols, metrics, allow_missing):
+    """Compare the latest results with a baseline; exit 1 on a regression.
+
+    Rows match on the identifiers the baseline fills in (backbone, head, img_size, dataset, ...; an empty one
+    matches anything); the latest matching result is compared. Accuracy tolerances are absolute points, cost
+    tolerances relative; timings are not compared unless asked for with --tol or --metrics.
+    """
     from .commands import check_command
 
-    sys.exit(check_command(baseline, paths, results_dir, tols))
+    sys.exit(check_command(baseline, paths, results_dir, tols, metrics, allow_missing))
 
 
 # ------------------------------------------------------------------------------------------------ datasets

@@ -272,16 +272,17 @@ def plot_command(paths, results_dir, last_run, out) -> None:
         click.echo(f)
 
 
-def check_command(baseline, paths, results_dir, tols) -> int:
+def check_command(baseline, paths, results_dir, tols, metrics=None, allow_missing=False) -> int:
     from .check import compare, format_table, has_regression, parse_tolerances, summarize
     from .results import read_results
 
     base = read_results([baseline])
     res = read_results(list(paths) or None, results_dir)
-    table = compare(res, base, parse_tolerances(list(tols)))
+    table = compare(res, base, parse_tolerances(list(tols)) or None,
+                    metrics=[m.strip() for m in metrics.split(",")] if metrics else None)
     click.echo(format_table(table))
     click.echo("\n" + summarize(table))
-    if has_regression(table):
+    if has_regression(table, missing_ok=allow_missing):
         click.echo("REGRESSION: a metric is worse than the baseline beyond its tolerance, a cost changed, or a "
                    "baseline row has no result (see the status column)", err=True)
         return 1

@@ -31,9 +31,10 @@ ACCURACY_COLUMNS = [
     "zsl_map", "zsl_map_ema", "gzsl_map", "train_s", "train_images", "eval_split", "eval_images",
     "map_no_positive_policy", "map_no_positive_classes", "skipped_images",
 ]
+# ``source`` says where a row comes from when it was not measured by this suite (the paper's tables).
 ENV_COLUMNS = [
     "status", "error", "torch_version", "timm_version", "bench_version", "cpu", "gpu", "threads",
-    "git_commit", "hostname", "timestamp",
+    "git_commit", "hostname", "timestamp", "source",
 ]
 COLUMNS = ID_COLUMNS + COST_COLUMNS + ACCURACY_COLUMNS + ENV_COLUMNS
 # What identifies a measurement, for matching rows across runs (bench check, resuming studies).
