@@ -55,6 +55,10 @@ def run_command(heads, backbones, img_size, num_classes, batch_sizes, device, dt
                 pretrained, checkpoint, results_dir, cache_dir, resume, executor, ray_address, plot) -> None:
     from .cli import _ints
     from .runner import RunConfig, pending_cells, plan_cells, run
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("bench run does not run under torchrun (every process would write rows); for "
+                         "data-parallel fine-tuning use `torchrun --nproc_per_node=N -m bench.distributed ...`")
     from .spec import parse_spec
 
     ds_name = parse_spec(dataset).name if dataset else "scenes"

@@ -25,6 +25,8 @@ def _multi_hot(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def _reduce(loss: torch.Tensor, known: torch.Tensor, reduction: str) -> torch.Tensor:
     total = (loss * known).sum()
+    if reduction == "terms":  # (sum over the known entries, their number): what data-parallel training reduces
+        return torch.stack([total, known.sum()])
     return total if reduction == "sum" else total / known.sum().clamp(min=1)
 
 
@@ -73,8 +75,13 @@ def ce_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "sum")
 
 def compute_loss(name: str, logits: torch.Tensor, targets: torch.Tensor, *, reduction: str = "sum",
                  gamma_neg: float = 4.0, gamma_pos: float = 0.0, clip: float = 0.05, eps: float = 1e-8) -> torch.Tensor:
-    """The loss called ``name`` ("asl", "bce" or "ce"); the ASL options apply to "asl" only."""
-    if reduction not in REDUCTIONS:
+    """The loss called ``name`` ("asl", "bce" or "ce"); the ASL options apply to "asl" only.
+
+    Besides "sum" and "mean", ``reduction="terms"`` returns the pair ``[sum, number of known entries]`` (a
+    2-vector, only the sum carries a gradient): data-parallel training adds both over the ranks, so that "mean"
+    divides by the known entries of the whole global batch, not of each rank's share.
+    """
+    if reduction not in REDUCTIONS + ("terms",):
         raise ValueError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
     if name == "asl":
         return asymmetric_loss(logits, targets, gamma_neg, gamma_pos, clip, eps, reduction)

@@ -33,7 +33,7 @@ ACCURACY_COLUMNS = [
 ]
 # ``source`` says where a row comes from when it was not measured by this suite (the paper's tables).
 ENV_COLUMNS = [
-    "status", "error", "torch_version", "timm_version", "bench_version", "cpu", "gpu", "threads",
+    "status", "error", "torch_version", "timm_version", "bench_version", "cpu", "gpu", "threads", "world_size",
     "git_commit", "hostname", "timestamp", "source",
 ]
 COLUMNS = ID_COLUMNS + COST_COLUMNS + ACCURACY_COLUMNS + ENV_COLUMNS

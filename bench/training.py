@@ -9,11 +9,16 @@ on the evaluation split: a run returns the last epoch's weights and their EMA, a
 Checkpoints (``checkpoint_dir/last.pt``, written atomically after every epoch) hold the model, the EMA, the
 optimizer, scheduler and scaler states, the RNG states and the config; ``resume=True`` continues from there and
 ends with the same weights as an uninterrupted run (same seed, deterministic kernels, ``workers=0`` on CPU).
+
+Launched by ``torchrun`` (``WORLD_SIZE`` > 1), ``train_finetune`` is data-parallel: see its docstring and
+``bench.distributed``. The data order depends only on the seed and the epoch (a ``DistributedSampler`` on one
+process as on many), so a run on N processes sees the same global batches as a run on one.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import os
 import random
 import time
@@ -24,8 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() on the DataLoader in __init__
 
+from . import distributed as ddp
 from .features import AMP_DTYPES, _atomic_save, extract_features, feature_cache_key  # noqa: F401 (re-exported)
 from .losses import LOSSES, REDUCTIONS, compute_loss
 
@@ -110,7 +117,8 @@ class TrainOutcome:
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; ``checkpoint`` is the last good checkpoint (None without one)."""
+    """The loss became NaN or infinite (on any rank: all ranks raise it together); ``checkpoint`` is the last good
+    checkpoint (None without one)."""
 
     def __init__(self, message: str, epoch: int, step: int, checkpoint: Optional[str]):
         super().__init__(message)
@@ -194,16 +202,29 @@ class _Trainer:
 
     def __init__(self, model: nn.Module, ds: Dataset, cfg: TrainConfig, *, multilabel: bool, num_classes: int,
                  class_embeddings: Optional[torch.Tensor], columns: Optional[Sequence[int]], progress: bool,
-                 checkpoint_dir: Optional[str], workers: int):
+                 checkpoint_dir: Optional[str], workers: int, distributed: bool = False,
+                 find_unused_parameters: bool = False):
         if cfg.loss == "ce" and multilabel:
             raise ValueError("loss 'ce' is for single-label data; this dataset is multi-label (use 'asl' or 'bce')")
         if columns is not None and not multilabel:
             raise ValueError("columns (a subset of the classes to train on) apply to multi-label data only")
         if len(ds) == 0:
             raise ValueError("the training split is empty")
-        self.cfg, self.progress = cfg, progress
+        # Data-parallel over the process group when asked and there is one; else one process (rank 0 of 1).
+        self.dist = ddp.current() if distributed else ddp.DistContext()
+        W = self.dist.world_size
+        if cfg.batch_size % W:
+            raise ValueError(f"batch_size {cfg.batch_size} is the global batch and must be divisible by the number "
+                             f"of processes ({W}); each process takes batch_size / {W}")
+        self.cfg, self.progress = cfg, progress and self.dist.is_main
         self.device = cfg.resolved_device()
-        self.model = model.to(self.device)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)  # one GPU per process, whatever cfg.device
+            torch.cuda.set_device(self.device)
+        if self.dist.enabled and self.device.type != "cuda" and torch.distributed.get_backend() == "nccl":
+            raise ValueError(f"the process group uses NCCL, which needs CUDA, but training runs on {self.device}")
+        self.module = model.to(self.device)  # the model itself; self.model is its DDP wrapper when distributed
+        self.model = self.module
         self.cols = _column_index(columns, num_classes)
         self.head_kwargs = {}
         if class_embeddings is not None:
@@ -212,13 +233,31 @@ class _Trainer:
                                  f"the dataset, got shape {tuple(class_embeddings.shape)}")
             E = class_embeddings if self.cols is None else class_embeddings[self.cols]  # (N', word_dim): seen ones
             self.head_kwargs["class_embeddings"] = E.to(self.device)
+        # The loader's generator seeds the workers (augmentations): distinct per rank, rank 0's is the seed.
         self.generator = torch.Generator()
-        self.generator.manual_seed(cfg.seed)
+        self.generator.manual_seed(cfg.seed + 7919 * self.dist.rank)
         drop_last = cfg.drop_last and len(ds) >= cfg.batch_size
-        self.loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, drop_last=drop_last,
+        # The order is a permutation drawn from (seed, epoch); rank r takes its positions r, r + W, ... so that
+        # the W local batches of a step are together the batch a single process would take at that step. With
+        # drop_last the tail that no full global batch holds is dropped; without it the sampler pads by repeats.
+        self.sampler = DistributedSampler(ds, num_replicas=W, rank=self.dist.rank, shuffle=True, seed=cfg.seed,
+                                          drop_last=drop_last)
+        self.loader = DataLoader(ds, batch_size=cfg.batch_size // W, sampler=self.sampler, drop_last=drop_last,
                                  num_workers=workers, worker_init_fn=_seed_worker, generator=self.generator,
                                  pin_memory=self.device.type == "cuda")
         steps = len(self.loader)
+        if steps == 0:
+            raise ValueError(f"the training split ({len(ds)} samples) gives no batch to each of {W} processes")
+        if self.dist.enabled:
+            # Parameters with requires_grad=False (fixed queries) are not DDP's concern; find_unused_parameters is
+            # only for modules whose forward skips trainable parameters. Buffers are averaged after each step
+            # (ddp.average_buffers_) rather than broadcast from rank 0 before each forward.
+            no_forward_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
+                               inspect.signature(nn.parallel.DistributedDataParallel).parameters
+                               else {"broadcast_buffers": False})  # renamed in recent torch; both still sync at init
+            self.model = nn.parallel.DistributedDataParallel(
+                self.module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=find_unused_parameters, **no_forward_sync)
         self.optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps, pct_start=cfg.pct_start,
@@ -226,18 +265,25 @@ class _Trainer:
         self.use_amp = self.device.type == "cuda" and cfg.amp != "off"
         self.amp_dtype = AMP_DTYPES.get(cfg.amp, torch.bfloat16)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and cfg.amp == "fp16")
-        self.ema = ModelEMA(model, cfg.ema_decay)
+        self.ema = ModelEMA(self.module, cfg.ema_decay)  # after DDP's broadcast: the same start on every rank
         self.path = os.path.join(checkpoint_dir, CHECKPOINT_NAME) if checkpoint_dir else None
         self.epoch, self.history, self.train_s = 0, [], 0.0
 
     # -- checkpoints ------------------------------------------------------------------------------------------
     def save(self) -> None:
-        _atomic_save({
-            "model": self.model.state_dict(), "state_dict_ema": self.ema.module.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(), "epoch": self.epoch, "rng": _rng_state(self.generator),
-            "config": dataclasses.asdict(self.cfg), "history": self.history, "train_s": self.train_s,
-        }, self.path)
+        """Write the checkpoint from rank 0 (every rank must call it: the RNG states are gathered first, and the
+        others wait at a barrier until the file is complete)."""
+        rngs = ddp.all_gather_objects(_rng_state(self.generator)) if self.dist.enabled else [_rng_state(self.generator)]
+        if self.dist.is_main:
+            _atomic_save({
+                "model": self.module.state_dict(), "state_dict_ema": self.ema.module.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "epoch": self.epoch, "rng": rngs[0], "rng_per_rank": rngs,
+                "world_size": self.dist.world_size, "config": dataclasses.asdict(self.cfg),
+                "history": self.history, "train_s": self.train_s,
+            }, self.path)
+        if self.dist.enabled:
+            ddp.barrier()
 
     def load(self) -> None:
         ck = torch.load(self.path, map_location="cpu", weights_only=True)
@@ -249,16 +295,20 @@ class _Trainer:
         if diff:
             raise ValueError(f"cannot resume from {self.path!r}: its config differs in "
                              + ", ".join(f"{k} (saved {saved.get(k)!r}, now {now[k]!r})" for k in diff))
-        self.model.load_state_dict(ck["model"])
+        saved_world = int(ck.get("world_size", 1))
+        if saved_world != self.dist.world_size:
+            raise ValueError(f"cannot resume from {self.path!r}: it was written by {saved_world} process(es), this "
+                             f"run has {self.dist.world_size}; the per-process data order and RNG states differ")
+        self.module.load_state_dict(ck["model"])
         self.ema.module.load_state_dict(ck["state_dict_ema"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
         self.scaler.load_state_dict(ck["scaler"])
-        _set_rng_state(ck["rng"], self.generator)
+        _set_rng_state(ck.get("rng_per_rank", [ck["rng"]])[self.dist.rank], self.generator)
         self.epoch, self.history, self.train_s = ck["epoch"], ck["history"], ck["train_s"]
 
     # -- the loop ---------------------------------------------------------------------------------------------
-    def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _loss(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str) -> torch.Tensor:
         cfg = self.cfg
         if self.cols is not None:
             targets = targets[:, self.cols.to(targets.device)]  # (B, N')
@@ -267,13 +317,35 @@ class _Trainer:
         if targets.dim() == 2 and logits.shape[1] > targets.shape[1]:
             # the extra columns of random_queries (word queries, training only) are negatives
             targets = torch.cat([targets, targets.new_zeros(targets.shape[0], logits.shape[1] - targets.shape[1])], 1)
-        return compute_loss(cfg.loss, logits, targets, reduction=cfg.reduction, gamma_neg=cfg.gamma_neg,
+        return compute_loss(cfg.loss, logits, targets, reduction=reduction, gamma_neg=cfg.gamma_neg,
                             gamma_pos=cfg.gamma_pos, clip=cfg.clip, eps=cfg.eps)
+
+    def _step_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> Tuple[torch.Tensor, float]:
+        """(the loss to backpropagate, the global batch's loss as a float; NaN on every rank if on any).
+
+        DDP averages the gradients over the W ranks; the loss each rank backpropagates is scaled so that this
+        average is the gradient of the whole global batch's loss, as one process with the same batch would have:
+        W x its share of the sum ("sum"), or W x its share of the sum / the global number of known entries
+        ("mean"). The reported value is that global loss, the same on every rank.
+        """
+        cfg = self.cfg
+        if not self.dist.enabled:
+            loss = self._loss(logits, targets, cfg.reduction)
+            return loss, loss.item()
+        terms = self._loss(logits, targets, "terms")  # [sum over this rank's known entries, their number]
+        finite = torch.isfinite(terms[0].detach()).float()
+        stats = ddp.all_reduce_sum(torch.stack([terms[0].detach().nan_to_num(0.0, 0.0, 0.0), terms[1],
+                                                1.0 - finite]))  # [global sum, global known, ranks not finite]
+        count = stats[1].clamp(min=1) if cfg.reduction == "mean" else stats.new_ones(())
+        W = self.dist.world_size
+        value = float("nan") if stats[2].item() > 0 else (stats[0] / count).item()
+        return terms[0] * (W / count), value
 
     def run(self) -> TrainOutcome:
         cfg, dev = self.cfg, self.device
         while self.epoch < cfg.epochs:
             t0 = time.perf_counter()
+            self.sampler.set_epoch(self.epoch)
             self.model.train()
             total, n = 0.0, 0
             bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not self.progress,
@@ -282,9 +354,8 @@ class _Trainer:
                 x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
                 with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.use_amp):
                     logits = self.model(x, **self.head_kwargs)  # (B, N) or (B, N' + random_queries)
-                loss = self._loss(logits, y)
-                value = loss.item()
-                if not np.isfinite(value):
+                loss, value = self._step_loss(logits, y)
+                if not np.isfinite(value):  # agreed over the ranks: all stop here, before DDP's backward
                     bar.close()
                     where = self.path if self.path and os.path.isfile(self.path) else None
                     raise TrainingDiverged(
@@ -298,7 +369,9 @@ class _Trainer:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.scheduler.step()
-                self.ema.update(self.model)
+                if self.dist.enabled:
+                    ddp.average_buffers_(self.module)
+                self.ema.update(self.module)
                 total, n = total + value, n + 1
                 bar.set_postfix(loss=f"{value:.4g}")
             bar.close()
@@ -308,27 +381,33 @@ class _Trainer:
                                  "lr": self.optimizer.param_groups[0]["lr"]})
             if self.path:
                 self.save()
-        return TrainOutcome(self.model, self.ema.module, list(self.history), self.train_s, self.epoch)
+        return TrainOutcome(self.module, self.ema.module, list(self.history), self.train_s, self.epoch)
 
 
 def _train(model, ds, cfg, *, multilabel, num_classes, class_embeddings, columns, progress, checkpoint_dir,
-           resume, workers) -> TrainOutcome:
+           resume, workers, distributed=False, find_unused_parameters=False) -> TrainOutcome:
     seed_everything(cfg.seed)
     trainer = _Trainer(model, ds, cfg, multilabel=multilabel, num_classes=num_classes,
                        class_embeddings=class_embeddings, columns=columns, progress=progress,
-                       checkpoint_dir=checkpoint_dir, workers=workers)
+                       checkpoint_dir=checkpoint_dir, workers=workers, distributed=distributed,
+                       find_unused_parameters=find_unused_parameters)
     if resume:
         if checkpoint_dir is None:
             raise ValueError("resume=True needs a checkpoint_dir")
-        if os.path.isfile(trainer.path):
+        found = os.path.isfile(trainer.path)
+        ranks_found = int(ddp.all_reduce_sum(torch.tensor([float(found)])).item()) if trainer.dist.enabled else found
+        if 0 < ranks_found < trainer.dist.world_size:  # every rank raises alike: the count is the same on all
+            raise ValueError(f"checkpoint {trainer.path!r} exists on some ranks only: checkpoint_dir must be on a "
+                             "filesystem that every node shares (rank 0 writes it, every rank reads it)")
+        if found:
             trainer.load()
     return trainer.run()
 
 
 def train_finetune(model: nn.Module, train_ds: Dataset, cfg: TrainConfig, *,
                    class_embeddings: Optional[torch.Tensor] = None, columns: Optional[Sequence[int]] = None,
-                   progress: bool = True, checkpoint_dir: Optional[str] = None,
-                   resume: bool = False) -> TrainOutcome:
+                   progress: bool = True, checkpoint_dir: Optional[str] = None, resume: bool = False,
+                   find_unused_parameters: bool = False) -> TrainOutcome:
     """Train ``model`` (a ``HeadModel``, or any module ``model(x, **head_kwargs) -> logits``) end to end.
 
     ``class_embeddings`` (N, word_dim), one row per class of the dataset, are passed to a word-query head.
@@ -336,7 +415,18 @@ def train_finetune(model: nn.Module, train_ds: Dataset, cfg: TrainConfig, *,
     a zero-shot run passes the seen classes. A dataset with ``unseen`` classes needs an explicit ``columns`` so
     that held-out labels never leak into training. ``resume=True`` continues from ``checkpoint_dir/last.pt``
     when it exists (and starts afresh when it does not). Raises ``TrainingDiverged`` on a NaN/inf loss.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) it joins the process group (``bench.distributed.init_distributed``)
+    and trains data-parallel: the model in DistributedDataParallel on GPU ``LOCAL_RANK`` (or the CPU, gloo),
+    ``cfg.batch_size`` is the *global* batch (each of the W processes takes ``batch_size / W``, which must divide),
+    so the recipe's learning rate and the number of steps do not change with W and the gradients are those of the
+    same global batches as on one process. BatchNorm statistics are per rank and averaged after each step;
+    the EMA is updated alike on every rank; rank 0 alone writes checkpoints (``checkpoint_dir`` must be shared by
+    every node to resume) and shows progress; a NaN loss on any rank stops all of them. ``find_unused_parameters``
+    is DDP's, for modules whose forward skips trainable parameters (no head of this package does). Every
+    rank returns the same weights.
     """
+    ddp.init_distributed()
     unseen = list(getattr(train_ds, "unseen", ()) or ())
     if unseen and columns is None:
         raise ValueError(f"the dataset holds out classes {unseen} for zero-shot evaluation; pass columns=<the seen "
@@ -345,7 +435,8 @@ def train_finetune(model: nn.Module, train_ds: Dataset, cfg: TrainConfig, *,
     num_classes = len(train_ds.class_names) if hasattr(train_ds, "class_names") else _infer_classes(model)
     return _train(model, train_ds, cfg, multilabel=multilabel, num_classes=num_classes,
                   class_embeddings=class_embeddings, columns=columns, progress=progress,
-                  checkpoint_dir=checkpoint_dir, resume=resume, workers=cfg.workers)
+                  checkpoint_dir=checkpoint_dir, resume=resume, workers=cfg.workers, distributed=True,
+                  find_unused_parameters=find_unused_parameters)
 
 
 def _infer_classes(model: nn.Module) -> int:

@@ -1,0 +1,392 @@
+"""Data-parallel fine-tuning with ``torchrun``: the process group, prediction sharded over the ranks and gathered in
+dataset order, and the ``python -m bench.distributed`` entry point that trains, evaluates and writes one result row.
+
+``torchrun`` starts one process per GPU and sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; ``init_distributed``
+joins them into one process group (NCCL on CUDA, gloo on CPU). ``bench.training.train_finetune`` then wraps the
+model in DistributedDataParallel by itself (see its docstring: the batch size stays global). Evaluation runs each
+rank on a shard of the evaluation set and gathers the scores in dataset order, so mAP is computed once on the whole
+set, never averaged over ranks. Without a process group (a plain ``python`` run) every function here is the
+one-process version of itself.
+
+    torchrun --standalone --nproc_per_node=4 -m bench.distributed --backbone resnet50 --head mldecoder \\
+        --dataset coco2014 --data-root /data/coco --epochs 40 --results-dir results/runs
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import Dataset, Subset
+from torch.utils.data.distributed import DistributedSampler
+
+# Scores are gathered this many bytes at a time per rank (class columns in chunks): Open Images' 9600 classes
+# times 125k images would otherwise need 4.8 GB at once on every GPU.
+GATHER_CHUNK_BYTES = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands: its global rank, its rank on this node, and how many processes there are."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        """True when there are several processes to keep in step (a process group of size > 1)."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that prints, writes checkpoints and result rows."""
+        return self.rank == 0
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} must be an integer (set by torchrun)") from None
+
+
+def launched_by_torchrun() -> bool:
+    """True when the environment says this is one of several processes (``WORLD_SIZE`` > 1)."""
+    return _env_int("WORLD_SIZE", 1) > 1
+
+
+def current() -> DistContext:
+    """The context of the initialized process group, or rank 0 of 1 when there is none."""
+    if dist.is_available() and dist.is_initialized():
+        return DistContext(dist.get_rank(), _env_int("LOCAL_RANK", 0), dist.get_world_size())
+    return DistContext()
+
+
+def init_distributed(backend: Optional[str] = None) -> DistContext:
+    """Join the process group that torchrun describes in the environment; idempotent; rank 0 of 1 without torchrun.
+
+    ``backend`` defaults to NCCL when CUDA is available (each process then uses GPU ``LOCAL_RANK``) and gloo
+    otherwise. The rendezvous comes from torchrun's ``MASTER_ADDR``/``MASTER_PORT`` (the ``env://`` method).
+    """
+    if dist.is_available() and dist.is_initialized():
+        return current()
+    if not launched_by_torchrun():
+        return DistContext()
+    if not dist.is_available():
+        raise ValueError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    if backend not in ("nccl", "gloo"):
+        raise ValueError(f"unknown backend {backend!r}; valid: nccl, gloo")
+    local_rank = _env_int("LOCAL_RANK", 0)
+    if backend == "nccl":
+        if not torch.cuda.is_available():
+            raise ValueError("backend 'nccl' needs CUDA; use 'gloo' on CPU")
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(f"LOCAL_RANK {local_rank} but this node has {torch.cuda.device_count()} GPUs: start "
+                             "at most one process per GPU (--nproc_per_node)")
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend=backend)
+    return current()
+
+
+def comm_device() -> torch.device:
+    """Where tensors must be for a collective: the current GPU under NCCL, the CPU under gloo."""
+    if dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op in one process)."""
+    if current().enabled:
+        if dist.get_backend() == "nccl":
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            dist.barrier()
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """``values`` summed over the ranks (a new tensor on ``values``' device; a copy in one process)."""
+    t = values.detach().to(comm_device(), copy=True)
+    if current().enabled:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.to(values.device)
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on any rank: all ranks then take the same branch."""
+    return bool(all_reduce_sum(torch.tensor([float(bool(flag))])).item() > 0)
+
+
+def all_gather_objects(obj) -> List[object]:
+    """``obj`` of every rank, in rank order (picklable objects; ``[obj]`` in one process)."""
+    ctx = current()
+    if not ctx.enabled:
+        return [obj]
+    out: List[object] = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def average_buffers_(module: nn.Module) -> None:
+    """Replace every floating-point buffer (BatchNorm running statistics) by its mean over the ranks, in place.
+
+    Each rank's BatchNorm sees only its share of the batch, so its running statistics drift apart from the other
+    ranks'; averaging after each step keeps the model, and the EMA made from it, identical on every rank (the
+    running mean is then exactly the global batch's; the variance is the mean of the per-rank variances).
+    Integer buffers (``num_batches_tracked``) advance alike on every rank.
+    """
+    ctx = current()
+    bufs = [b for b in module.buffers() if b.dtype.is_floating_point]
+    if not ctx.enabled or not bufs:
+        return
+    flat = torch.cat([b.detach().reshape(-1).to(comm_device(), torch.float32) for b in bufs])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= ctx.world_size
+    i = 0
+    for b in bufs:
+        b.copy_(flat[i:i + b.numel()].view_as(b))
+        i += b.numel()
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel wrapper (the model itself otherwise)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def shard_indices(num_samples: int, ctx: DistContext) -> List[int]:
+    """The evaluation samples of rank ``ctx.rank``: ``DistributedSampler(shuffle=False, drop_last=False)``, i.e.
+    samples ``rank, rank + W, ...``, padded by repeating the first samples so that every rank gets
+    ``ceil(S / W)`` of them (the padding is dropped again when the scores are gathered)."""
+    sampler = DistributedSampler(range(num_samples), num_replicas=ctx.world_size, rank=ctx.rank, shuffle=False,
+                                 drop_last=False)
+    return list(sampler)
+
+
+def _gather_in_order(scores: torch.Tensor, indices: Sequence[int], num_samples: int, ctx: DistContext,
+                     all_ranks: bool) -> Optional[np.ndarray]:
+    """Gather every rank's (n, N) scores of samples ``indices`` into one (S, N) array in dataset order."""
+    dev = comm_device()
+    n, N = scores.shape
+    idx = torch.as_tensor(list(indices), dtype=torch.long, device=dev)  # (n,), the same n on every rank
+    got_idx = [torch.empty_like(idx) for _ in range(ctx.world_size)]
+    dist.all_gather(got_idx, idx)
+    # Padded order: position p = j * W + r holds sample got_idx[r][j]; positions >= S are the padding.
+    order = torch.stack(got_idx, 1).reshape(-1).cpu()[:num_samples]  # (S,)
+    if not torch.equal(torch.sort(order).values, torch.arange(num_samples)):
+        raise RuntimeError(f"the ranks' shards do not cover the {num_samples} evaluation samples exactly once")
+    keep = all_ranks or ctx.is_main
+    out = np.empty((num_samples, N), dtype=np.float32) if keep else None
+    cols = max(1, GATHER_CHUNK_BYTES // max(1, 4 * n * ctx.world_size))
+    for c0 in range(0, N, cols):
+        part = scores[:, c0:c0 + cols].to(dev, torch.float32).contiguous()  # (n, c)
+        got = [torch.empty_like(part) for _ in range(ctx.world_size)]
+        dist.all_gather(got, part)
+        if keep:
+            padded = torch.stack(got, 1).reshape(n * ctx.world_size, -1)[:num_samples].cpu().numpy()  # (S, c)
+            out[order.numpy(), c0:c0 + part.shape[1]] = padded
+    return out
+
+
+def predict_distributed(model: nn.Module, data: Union[Dataset, torch.Tensor], *, batch_size: int,
+                        device: str = "cpu", class_embeddings: Optional[torch.Tensor] = None, workers: int = 0,
+                        amp: str = "off", progress: bool = False, all_ranks: bool = False) -> Optional[np.ndarray]:
+    """``bench.training.predict`` with the samples split over the ranks: the (S, N) float32 logits of the whole
+    of ``data`` in dataset order on rank 0 (on every rank with ``all_ranks=True``), None on the others.
+
+    Every rank must call it (it is a collective). Each rank predicts ``shard_indices`` (``batch_size`` per rank);
+    the padding that makes the shards equal is dropped by sample index, so each sample is scored exactly once and
+    metrics computed on the result equal a one-process evaluation. ``model`` may be wrapped in DDP. In one
+    process it is ``predict``.
+    """
+    from .training import predict
+
+    ctx = current()
+    model = unwrap(model)
+    if not ctx.enabled:
+        return predict(model, data, batch_size=batch_size, device=device, class_embeddings=class_embeddings,
+                       workers=workers, amp=amp, progress=progress)
+    S = data.shape[0] if isinstance(data, torch.Tensor) else len(data)
+    if S == 0:
+        raise ValueError("the evaluation set is empty")
+    indices = shard_indices(S, ctx)
+    shard = data[indices] if isinstance(data, torch.Tensor) else Subset(data, indices)
+    local = predict(model, shard, batch_size=batch_size, device=device, class_embeddings=class_embeddings,
+                    workers=workers, amp=amp, progress=progress and ctx.is_main)  # (ceil(S/W), N)
+    return _gather_in_order(torch.from_numpy(local), indices, S, ctx, all_ranks)
+
+
+# ------------------------------------------------------------------------------------------------- entry point
+
+def _class_embeddings(model: nn.Module, ds) -> Optional[torch.Tensor]:
+    """All classes' word vectors for a word-query head (the dataset's own, else embedded from the names)."""
+    if getattr(model.head, "queries_kind", None) != "word":
+        return None
+    vecs = ds.class_embeddings
+    if vecs is None:
+        from .words import embed_class_names
+        vecs = embed_class_names(ds.class_names)
+    return torch.as_tensor(np.asarray(vecs), dtype=torch.float32)
+
+
+def _accuracy(logits: np.ndarray, ds, suffix: str = "") -> dict:
+    """The accuracy columns of one evaluation (``suffix`` "_ema" renames map/zsl_map/top1 for the EMA)."""
+    from .metrics import multilabel_metrics, sigmoid, singlelabel_metrics
+
+    if ds.multilabel:
+        unseen = list(ds.unseen) or None
+        m = multilabel_metrics(sigmoid(logits), ds.targets, unseen=unseen)
+        if suffix:
+            return {f"map{suffix}": m["map"], **({f"zsl_map{suffix}": m["zsl_map"]} if unseen else {})}
+        return m
+    m = singlelabel_metrics(logits, ds.targets)
+    return {f"top1{suffix}": m["top1"]} if suffix else m
+
+
+def finetune_and_evaluate(*, backbone: str, head: str, dataset: str = "scenes", data_root: Optional[str] = None,
+                          img_size: int = 224, cfg=None, eval_batch_size: int = 64, pretrained: bool = False,
+                          checkpoint: Optional[str] = None, checkpoint_dir: Optional[str] = None,
+                          resume: bool = False, find_unused_parameters: bool = False, run_id: str = "",
+                          progress: bool = True) -> Optional[dict]:
+    """Fine-tune one (backbone, head, seed) on every rank, evaluate the model and its EMA on the whole ``val``
+    split (sharded, gathered in order), and return the result row on rank 0 (None on the others): the columns
+    of ``bench run``'s accuracy rows. Every rank must call it."""
+    from .datasets import create_dataset
+    from .model import build_model
+    from .results import environment, new_run_id
+    from .training import TrainConfig, train_finetune
+
+    cfg = cfg or TrainConfig()
+    ctx = init_distributed()
+    train_ds = create_dataset(dataset, "train", root=data_root, img_size=img_size, train_augment=True)
+    val_ds = create_dataset(dataset, "val", root=data_root, img_size=img_size)
+    model = build_model(backbone, head, val_ds.num_classes, pretrained=pretrained, checkpoint=checkpoint,
+                        img_size=img_size)
+    E = _class_embeddings(model, val_ds)
+    unseen = set(getattr(train_ds, "unseen", ()) or ())
+    columns = [k for k in range(train_ds.num_classes) if k not in unseen] if unseen else None
+    out = train_finetune(model, train_ds, cfg, class_embeddings=E, columns=columns, progress=progress,
+                         checkpoint_dir=checkpoint_dir, resume=resume,
+                         find_unused_parameters=find_unused_parameters)
+    device = cfg.resolved_device()
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+    row = None
+    scores = {}
+    for name, m in (("", out.model), ("_ema", out.ema_model)):
+        scores[name] = predict_distributed(m, val_ds, batch_size=eval_batch_size, device=str(device),
+                                           class_embeddings=E, workers=cfg.workers, amp=cfg.amp,
+                                           progress=progress)
+    if ctx.is_main:
+        row = dict(run_id=run_id or new_run_id(), backbone=backbone, head=model.head.spec, img_size=img_size,
+                   num_classes=val_ds.num_classes, device=device.type, dtype="fp32", channels_last=False,
+                   compile=False, dataset=val_ds.spec, protocol="finetune", epochs=cfg.epochs, seed=cfg.seed)
+        row.update(_accuracy(scores[""], val_ds))
+        row.update(_accuracy(scores["_ema"], val_ds, "_ema"))
+        row.update(train_s=out.train_s, train_images=len(train_ds), eval_split="val", eval_images=len(val_ds),
+                   status="ok", world_size=ctx.world_size, **environment(device.type))
+    barrier()
+    return row
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """``torchrun --nproc_per_node=N -m bench.distributed --backbone ... --head ...``: see ``--help``."""
+    import click
+
+    from .training import TrainConfig, TrainingDiverged
+
+    defaults = TrainConfig()
+
+    @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+    @click.option("--backbone", required=True, help="A timm backbone, e.g. resnet50.")
+    @click.option("--head", required=True, help="A head spec, e.g. 'mldecoder(groups=20)'.")
+    @click.option("--dataset", default="scenes", show_default=True, help="Dataset spec (see `bench datasets`).")
+    @click.option("--data-root", default=None, help="Where the dataset's files are (not needed for scenes).")
+    @click.option("--img-size", type=int, default=None, help="Input resolution [default: per dataset, as bench run].")
+    @click.option("--epochs", type=int, default=None, help="Training epochs [default: per dataset, as bench run].")
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--batch-size", type=int, default=64, show_default=True,
+                  help="The global training batch: each of the N processes takes batch-size / N.")
+    @click.option("--eval-batch-size", type=int, default=64, show_default=True, help="Per process.")
+    @click.option("--lr", type=float, default=defaults.lr, show_default=True)
+    @click.option("--ema-decay", type=float, default=defaults.ema_decay, show_default=True)
+    @click.option("--amp", type=click.Choice(["bf16", "fp16", "off"]), default=defaults.amp, show_default=True,
+                  help="Mixed precision on CUDA (CPU runs are float32).")
+    @click.option("--workers", type=int, default=2, show_default=True, help="DataLoader workers per process.")
+    @click.option("--device", default="auto", show_default=True, help="auto | cuda | cpu (CUDA: GPU LOCAL_RANK).")
+    @click.option("--backend", type=click.Choice(["auto", "nccl", "gloo"]), default="auto", show_default=True,
+                  help="Process group backend [auto: nccl with CUDA, else gloo].")
+    @click.option("--pretrained", is_flag=True, help="Pretrained backbone weights from timm's hub.")
+    @click.option("--checkpoint", default=None, help="Weights to start from (this project's or an official "
+                  "ML-Decoder release).")
+    @click.option("--checkpoint-dir", default=None, help="Where rank 0 writes last.pt after every epoch (a "
+                  "folder every node shares).")
+    @click.option("--resume", is_flag=True, help="Continue from --checkpoint-dir/last.pt when it exists.")
+    @click.option("--find-unused-parameters", is_flag=True, help="DDP's option, for models whose forward skips "
+                  "trainable parameters.")
+    @click.option("--results-dir", default="results/runs", show_default=True)
+    @click.option("--run-id", default="", help="Append to results-dir/RUN_ID.csv [default: a new run id].")
+    def command(backbone, head, dataset, data_root, img_size, epochs, seed, batch_size, eval_batch_size, lr,
+                ema_decay, amp, workers, device, backend, pretrained, checkpoint, checkpoint_dir, resume,
+                find_unused_parameters, results_dir, run_id):
+        """Fine-tune one backbone + head data-parallel on the processes torchrun starts, evaluate it and its
+        EMA on the whole val split, and append one result row (rank 0) to RESULTS_DIR/RUN_ID.csv."""
+        import os
+        import time
+
+        from .commands import DATASET_DEFAULTS
+        from .results import ResultsWriter, new_run_id
+        from .spec import parse_spec
+
+        try:
+            ctx = init_distributed(None if backend == "auto" else backend)
+            ds_defaults = DATASET_DEFAULTS.get(parse_spec(dataset).name, dict(img_size=224, epochs=10))
+            cfg = TrainConfig(epochs=epochs if epochs is not None else ds_defaults["epochs"], batch_size=batch_size,
+                              lr=lr, ema_decay=ema_decay, amp=amp, workers=workers, seed=seed, device=device)
+            # One run id for every rank (each would draw its own): rank 0's, broadcast.
+            run_id = all_gather_objects(run_id or new_run_id())[0]
+            if ctx.is_main:
+                click.echo(f"finetune {backbone} + {head} on {dataset}: {ctx.world_size} process(es), global "
+                           f"batch {batch_size} ({batch_size // max(ctx.world_size, 1)} per process), "
+                           f"{cfg.epochs} epochs")
+            t0 = time.time()
+            row = finetune_and_evaluate(
+                backbone=backbone, head=head, dataset=dataset, data_root=data_root,
+                img_size=img_size if img_size is not None else ds_defaults["img_size"], cfg=cfg,
+                eval_batch_size=eval_batch_size, pretrained=pretrained, checkpoint=checkpoint,
+                checkpoint_dir=checkpoint_dir, resume=resume, find_unused_parameters=find_unused_parameters,
+                run_id=run_id, progress=True)
+            if row is not None:
+                path = os.path.join(results_dir, f"{run_id}.csv")
+                with ResultsWriter(path) as writer:
+                    writer.write(row)
+                score = (f"mAP {row['map']:.2f} (EMA {row['map_ema']:.2f})" if "map" in row
+                         else f"top-1 {row['top1']:.2f} (EMA {row['top1_ema']:.2f})")
+                click.echo(f"{score} on {row['eval_images']} val images; trained in {row['train_s']:.0f} s, "
+                           f"{time.time() - t0:.0f} s in all; row appended to {path}")
+        except (ValueError, TrainingDiverged) as e:  # the same on every rank; one line, from rank 0
+            if current().is_main:
+                click.echo(f"Error: {e}", err=True)
+            raise SystemExit(2)
+        finally:
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()
+
+    command.main(args=list(argv) if argv is not None else None, prog_name="python -m bench.distributed")
+
+
+__all__ = ["DistContext", "all_gather_objects", "all_reduce_sum", "any_rank", "average_buffers_", "barrier",
+           "comm_device", "current", "finetune_and_evaluate", "init_distributed", "launched_by_torchrun", "main",
+           "predict_distributed", "shard_indices", "unwrap"]
+
+
+if __name__ == "__main__":
+    main()
