@@ -31,6 +31,8 @@ class HeadDataset(Dataset):
         unseen: indices of the classes held out for zero-shot evaluation (empty when none).
         skipped: (path, reason) of the images that failed to decode and were skipped, reported by the runner.
         spec: the canonical spec string (the ``dataset`` column of results).
+        class_embeddings: (N, D) float32 word vectors shipped with the data (NUS-WIDE's), or None: then word
+            queries come from ``bench.words.embed_class_names(class_names)``.
     """
 
     class_names: List[str]
@@ -38,6 +40,7 @@ class HeadDataset(Dataset):
     targets: np.ndarray
     unseen: Sequence[int] = ()
     spec: str = ""
+    class_embeddings: Optional[np.ndarray] = None
 
     def __init__(self):
         self.skipped: List[tuple] = []
@@ -70,4 +73,4 @@ def create_dataset(spec: str, split: str = "train", root: Optional[str] = None, 
 
 
 # Importing the modules registers the datasets (explicit list: no directory scanning).
-# from . import scenes, fashion, coco, voc, nuswide, openimages, imagefolder  # filled in as they land
+from . import scenes, fashion, coco, voc, nuswide, openimages, imagefolder  # noqa: E402,F401
