@@ -203,6 +203,64 @@ def check_cmd(baseline, paths, results_dir, tols, metrics, allow_missing):
     sys.exit(check_command(baseline, paths, results_dir, tols, metrics, allow_missing))
 
 
+# --------------------------------------------------------------------------------------------------- study
+
+@cli.group("study", invoke_without_command=False)
+def study_group():
+    """The ML-Decoder paper's claims as named, resumable studies (`bench study list`, `bench study NAME`)."""
+
+
+@study_group.command("list")
+def study_list_cmd():
+    """List the studies with the claim each one tests."""
+    from .studies import get_study, list_studies
+
+    for name in list_studies():
+        st = get_study(name)
+        click.echo(f"{name:18s} claim {st.claim}: {st.statement}")
+
+
+def _study_command(name: str):
+    from .studies import get_study
+
+    study = get_study(name)
+
+    @click.option("--dataset", default=None, help="Train/evaluate on this dataset instead of the CPU proxy "
+                  "(scenes).")
+    @click.option("--data-root", default=None)
+    @click.option("--backbone", "backbones", default=None, help="Comma-separated backbones replacing the study's.")
+    @click.option("--img-size", type=int, default=None)
+    @click.option("--cost-only", is_flag=True, default=None, help="Cost only: no training anywhere.")
+    @click.option("--seeds", default=None, help="Comma-separated seeds.")
+    @click.option("--epochs", type=int, default=None)
+    @click.option("--protocol", type=click.Choice(["finetune", "probe", "eval"]), default=None)
+    @click.option("--batch-sizes", default=None, help="Batch sizes to time.")
+    @click.option("--device", default=None, help="cpu | cuda | cuda:N")
+    @click.option("--pretrained", is_flag=True, default=None)
+    @click.option("--checkpoint", default=None)
+    @click.option("--workers", type=int, default=None)
+    @click.option("--results-dir", default="results/runs", show_default=True)
+    @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+    @click.option("--ray-address", default=None)
+    def command(**kw):
+        from .commands import study_command
+
+        study_command(name, **kw)
+
+    command.__doc__ = f"Claim {study.claim}: {study.statement}\n\n{study.notes}"
+    return study_group.command(name)(command)
+
+
+def _register_study_commands():
+    from .studies import list_studies
+
+    for name in list_studies():
+        _study_command(name)
+
+
+_register_study_commands()
+
+
 # ------------------------------------------------------------------------------------------------ datasets
 
 @cli.command("datasets")

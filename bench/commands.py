@@ -165,16 +165,20 @@ def _duration(s: float) -> str:
     return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
 
 
-def summary_text(df) -> str:
+def summary_text(df, group=("backbone", "head")) -> str:
     from .cli import _table
     from .tables import fmt_pm, summarize, verdict
 
-    rows = summarize(df)
+    # Show the identifiers that vary (img_size, num_classes, dataset) only when they do.
+    group = [g for g in group if g in ("backbone", "head") or df[g].astype(str).nunique() > 1]
+    rows = summarize(df, group=tuple(group))
     has_acc = any("acc_mean" in r for r in rows)
     has_time = any("throughput_img_s" in r for r in rows)
     out = []
+    extra = [g for g in group if g not in ("backbone", "head")]
     for r in rows:
-        o = dict(backbone=r["backbone"], head=r["head"], params_head=r.get("params_head", float("nan")) / 1e6,
+        o = dict(backbone=r["backbone"], head=r["head"], **{g: r[g] for g in extra},
+                 params_head=r.get("params_head", float("nan")) / 1e6,
                  gmacs_head=r.get("gmacs_head"), gmacs_total=r.get("gmacs_total"))
         if has_time:
             o.update(latency=r.get("latency_ms_b1"), throughput=r.get("throughput_img_s"))
@@ -185,8 +189,8 @@ def summary_text(df) -> str:
                 o["delta"] = fmt_pm(r["delta"], r.get("delta_noise"))
                 o["verdict"] = verdict(r["delta"], r.get("delta_noise"))
         out.append(o)
-    cols = ["backbone", "head", "params_head", "gmacs_head", "gmacs_total"]
-    heads = ["backbone", "head", "head params (M)", "head GMACs", "total GMACs"]
+    cols = ["backbone", "head", *extra, "params_head", "gmacs_head", "gmacs_total"]
+    heads = ["backbone", "head", *extra, "head params (M)", "head GMACs", "total GMACs"]
     if has_time:
         tb = max((r.get("timing_batch", 0) for r in rows), default=0)
         cols += ["latency", "throughput"]
@@ -292,3 +296,56 @@ def check_command(baseline, paths, results_dir, tols, metrics=None, allow_missin
         return 1
     click.echo("\nOK: no regression against " + baseline)
     return 0
+
+
+def study_command(name, dataset, data_root, backbones, img_size, cost_only, seeds, epochs, protocol, batch_sizes,
+                  device, pretrained, checkpoint, workers, results_dir, executor, ray_address) -> None:
+    """Run every configuration of a study into ``<results-dir>/study-<name>.csv``; finished cells are skipped."""
+    from tqdm import tqdm
+
+    from .cli import _ints
+    from .results import read_results
+    from .runner import pending_cells, plan_cells, run
+    from .studies import get_study
+
+    study = get_study(name)
+    overrides = dict(dataset=dataset, data_root=data_root, img_size=img_size, cost_only=cost_only or None,
+                     epochs=epochs, protocol=protocol, device=device, pretrained=pretrained or None,
+                     checkpoint=checkpoint, workers=workers,
+                     backbones=split_specs(backbones) if backbones else None,
+                     seeds=_ints(seeds, "--seeds") if seeds else None,
+                     batch_sizes=_ints(batch_sizes, "--batch-sizes") if batch_sizes else None)
+    configs = study.configs(results_dir=results_dir, **overrides)
+    for cfg in configs:
+        validate(cfg)
+    plan = [(cfg, pending_cells(cfg, plan_cells(cfg))) for cfg in configs]
+    todo = sum(len(c) for _, c in plan)
+    total = sum(len(plan_cells(cfg)) for cfg in configs)
+    path = configs[0].results_path
+    click.echo(f"bench study {name}: claim {study.claim}: {study.statement}\n"
+               f"  {len(configs)} configurations, {total} cells, {todo} to run ({total - todo} already in {path})")
+    try:
+        from .runner import estimate_seconds
+        est = sum(estimate_seconds(cfg, cells) for cfg, cells in plan if cells)
+        click.echo(f"  estimate ~{_duration(est)} on this machine (a rough guess)")
+    except Exception:
+        pass
+    ex = make_executor(executor, ray_address)
+    errors = []
+    t0 = time.time()
+    bar = tqdm(total=todo, unit="cell", dynamic_ncols=True, disable=None)
+    try:
+        for cfg, cells in plan:
+            if cells:
+                run(cfg, executor=ex, on_cell=lambda c: bar.update(1),
+                    on_row=lambda r: errors.append(r) if r.get("status") == "error" else None,
+                    progress=lambda m: bar.set_postfix_str(m[:60]))
+    finally:
+        bar.close()
+    df = read_results([path])
+    click.echo("\n" + summary_text(df, group=("backbone", "head", "img_size", "num_classes", "dataset")))
+    click.echo(f"\nStudy {name}: {todo} cells in {time.time() - t0:.0f} s; rows in {path}. "
+               "`bench report` turns the study files into reports/paper/README.md.")
+    if errors:
+        click.echo(f"{len(errors)} rows failed; first error: {errors[0].get('error', '')[:300]}", err=True)
+        raise SystemExit(1)

@@ -50,16 +50,16 @@ def _word_embeddings(ds, head) -> Optional[torch.Tensor]:
     return E
 
 
-def _metrics(logits: np.ndarray, ds, suffix: str = "") -> dict:
+def _metrics(logits: np.ndarray, ds, targets: np.ndarray, suffix: str = "") -> dict:
     from .metrics import multilabel_metrics, sigmoid, singlelabel_metrics
 
     if ds.multilabel:
         unseen = list(ds.unseen) or None
-        m = multilabel_metrics(sigmoid(logits), np.asarray(ds.targets), unseen=unseen)
+        m = multilabel_metrics(sigmoid(logits), targets, unseen=unseen)
         keep = ("map", "cp", "cr", "cf1", "op", "or", "of1", "f1_at_3", "f1_at_5", "zsl_map", "gzsl_map",
                 "map_no_positive_policy", "map_no_positive_classes")
     else:
-        m = singlelabel_metrics(logits, np.asarray(ds.targets))
+        m = singlelabel_metrics(logits, targets)
         keep = ("top1", "top5")
     out = {k: v for k, v in m.items() if k in keep}
     if suffix:  # the EMA: only the headline metrics
@@ -125,10 +125,12 @@ def train_and_evaluate(cfg, backbone_name: str, head_spec: str, seed: int,
 
     say(f"evaluate {backbone_name} + {head_spec} (seed {seed})")
     if cfg.protocol == "probe":
+        targets = feats["val"][1].numpy()  # extracted with the images, so skipped images are already accounted
         logits = predict(trained, feats["val"][0], batch_size=batch, device=device, class_embeddings=E)
         logits_ema = predict(ema_model, feats["val"][0], batch_size=batch, device=device, class_embeddings=E)
     else:
-        logits = predict(trained, val_ds, batch_size=batch, device=device, class_embeddings=E, workers=cfg.workers)
+        logits, targets = predict(trained, val_ds, batch_size=batch, device=device, class_embeddings=E,
+                                  workers=cfg.workers, return_targets=True)
         logits_ema = (predict(ema_model, val_ds, batch_size=batch, device=device, class_embeddings=E,
                               workers=cfg.workers) if ema_model is not None else None)
     if not np.isfinite(logits).all():
@@ -136,11 +138,11 @@ def train_and_evaluate(cfg, backbone_name: str, head_spec: str, seed: int,
     row = dict(run_id=cfg.run_id, backbone=backbone_name, head=head_spec, img_size=cfg.img_size, num_classes=N,
                device=cfg.device, dtype=cfg.dtype, channels_last=cfg.channels_last, compile=cfg.compile,
                dataset=cfg.dataset, protocol=cfg.protocol, epochs=cfg.epochs, seed=seed, **cost,
-               **_metrics(logits, val_ds), train_s=round(train_s, 2),
+               **_metrics(logits, val_ds, targets), train_s=round(train_s, 2),
                train_images=len(train_ds) if train_ds is not None else "", eval_split="val",
                eval_images=len(val_ds), skipped_images=len(getattr(val_ds, "skipped", []))
                + len(getattr(train_ds, "skipped", []) if train_ds is not None else []),
                status="ok", **environment(cfg.device))
     if logits_ema is not None:
-        row.update(_metrics(logits_ema, val_ds, suffix="_ema"))
+        row.update(_metrics(logits_ema, val_ds, targets, suffix="_ema"))
     return row

@@ -467,11 +467,15 @@ def train_probe(head: nn.Module, features: torch.Tensor, targets: torch.Tensor, 
 @torch.no_grad()
 def predict(model: nn.Module, data: Union[Dataset, torch.Tensor], *, batch_size: int, device: str = "cpu",
             class_embeddings: Optional[torch.Tensor] = None, workers: int = 0, amp: str = "off",
-            progress: bool = False) -> np.ndarray:
+            progress: bool = False, return_targets: bool = False):
     """Logits (S, N) as float32 numpy of ``model`` in eval mode, over a dataset of (image, target) pairs or a
     tensor of cached features (then ``model`` is a head). The ``eval`` protocol: build the model with a
     checkpoint (``bench.model.build_model(..., checkpoint=path)``) and call this. ``class_embeddings`` are passed
     to a word-query head (all classes, seen and unseen, for zero-shot evaluation). ``amp`` applies on CUDA only.
+
+    ``return_targets=True`` (datasets only) also returns the targets as they came with the images: a dataset
+    that skips an undecodable image serves the next one with its own target, so the batch stream, not
+    ``ds.targets``, is what the logits line up with.
     """
     if amp not in AMP_MODES:
         raise ValueError(f"unknown amp {amp!r}; valid: {', '.join(AMP_MODES)}")
@@ -485,17 +489,25 @@ def predict(model: nn.Module, data: Union[Dataset, torch.Tensor], *, batch_size:
     else:
         loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers,
                             pin_memory=dev.type == "cuda")
-        batches, total = (x for x, _ in loader), len(loader)
-    out = []
+        batches, total = loader, len(loader)
+    out, targets = [], []
     use_amp = dev.type == "cuda" and amp != "off"
     try:
         for x in tqdm(batches, total=total, desc="predict", disable=not progress, leave=False):
+            if isinstance(x, (list, tuple)):  # (images, targets) from a dataset
+                x, t = x
+                targets.append(t)
             with torch.autocast(dev.type, dtype=AMP_DTYPES.get(amp, torch.bfloat16), enabled=use_amp):
                 logits = model(x.to(dev, non_blocking=True), **kwargs)  # (B, N)
             out.append(logits.float().cpu())
     finally:
         model.train(was_training)
-    return torch.cat(out).numpy()
+    logits = torch.cat(out).numpy()
+    if return_targets:
+        if not targets:
+            raise ValueError("return_targets needs a dataset of (image, target) pairs, not cached features")
+        return logits, torch.cat(targets).numpy()
+    return logits
 
 
 __all__ = ["TrainConfig", "TrainOutcome", "TrainingDiverged", "ModelEMA", "extract_features", "feature_cache_key",

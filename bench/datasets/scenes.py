@@ -20,6 +20,8 @@ Options:
         names. Held-out classes never appear in the train split; they appear in val. Listed in ``.unseen``.
     max_objects: the largest number of objects per image (1..4 by default).
     distractors: add grey distractor shapes and textured backgrounds (False: plain gradients only).
+    embeddings: class embeddings for word queries: "words" (the class names embedded by a sentence model, done
+        by the runner through bench.words) or "random" (fixed random unit vectors, 384-d: the zero-shot control).
 
 Splits: ``train`` and ``val``.
 """
@@ -54,6 +56,10 @@ MAX_CLASSES = len(COLOURS) * len(SHAPES)
 SPLITS = {"train": "train", "val": "val"}
 _SPLIT_CODE = {"train": 0, "val": 1}
 _HOLDOUT_SEED = 1234  # fixed: the held-out classes do not change with the dataset seed
+# Word queries: "words" embeds the class names with bench.words (the runner does it); "random" gives every class a
+# fixed random unit vector of the same width, the control that tells whether the names' meaning is used.
+EMBEDDINGS = ("words", "random")
+RANDOM_EMBEDDING_DIM = 384
 
 
 def class_vocabulary(classes: int) -> List[Tuple[int, int]]:
@@ -148,7 +154,7 @@ class Scenes(HeadDataset):
     def __init__(self, root: Optional[str] = None, split: str = "train", img_size: int = 224,
                  train_augment: bool = False, *, classes: int = 48, train_size: int = 2000, val_size: int = 500,
                  seed: int = 0, holdout: Union[int, Sequence[str]] = 0, max_objects: int = 4,
-                 distractors: bool = True):
+                 distractors: bool = True, embeddings: str = "words"):
         super().__init__()
         self.split = check_split("scenes", split, SPLITS)
         check_positive("img_size", img_size)
@@ -174,6 +180,12 @@ class Scenes(HeadDataset):
         self.train_augment = train_augment
         self.distractors = distractors
         self._targets: Optional[np.ndarray] = None
+        if embeddings not in EMBEDDINGS:
+            raise ValueError(f"unknown embeddings {embeddings!r}; valid: {', '.join(EMBEDDINGS)}")
+        if embeddings == "random":  # the zero-shot control: class vectors that carry no meaning
+            rng = np.random.default_rng(_HOLDOUT_SEED)
+            E = rng.standard_normal((classes, RANDOM_EMBEDDING_DIM)).astype(np.float32)
+            self.class_embeddings = E / np.linalg.norm(E, axis=1, keepdims=True)
 
     def _resolve_holdout(self, holdout) -> List[int]:
         if isinstance(holdout, bool):

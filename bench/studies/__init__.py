@@ -15,6 +15,17 @@ from ..registry import Registry
 
 STUDIES: Registry = Registry("study")
 
+# The CPU-scale proxy of the paper's accuracy experiments: the embedded `scenes` data, a small backbone trained
+# from scratch, three seeds. Studies that train start from this; `--dataset`, `--backbone` etc. override it.
+PROXY = dict(dataset="scenes", backbones=["resnet10t"], img_size=64, protocol="finetune", epochs=4,
+             seeds=[0, 1, 2], batch_sizes=[1], timing=False)
+# Command-line options that only concern training (ignored by cost variations).
+DATA_OPTIONS = ("dataset", "data_root", "protocol", "epochs", "seeds", "lr", "train_batch_size", "pretrained",
+                "checkpoint")
+# ML-Decoder and the transformer decoder at CPU-scale widths (the paper's D=768, FFN 2048 would cost more than
+# the small backbone); both heads get the same widths so that comparisons stay fair.
+SMALL = "embed=128, ffn=512, heads=4"
+
 
 def grid(**axes) -> List[Dict[str, Any]]:
     """The cartesian product of the axes: grid(a=[1, 2], b=[3]) -> [{a: 1, b: 3}, {a: 2, b: 3}]."""
@@ -32,9 +43,9 @@ class Study:
         paper: the paper's own figure or statement for this claim.
         base: RunConfig fields shared by every variation.
         variations: RunConfig overrides, one per configuration run (``grid(...)`` builds products). A value may
-            be a function of the configuration being built (e.g. heads that depend on ``num_classes``).
-        trains: whether the study measures accuracy by default (otherwise it is cost-only unless a dataset is
-            given on the command line).
+            be a function of the configuration being built (e.g. heads that depend on ``num_classes``). A
+            variation with ``cost_only=True`` measures cost only; the others train and evaluate (on the CPU
+            proxy unless ``--dataset`` etc. are given), unless the command line says ``--cost-only``.
         notes: what a reader of the report should know (proxies, limits of the CPU-scale version).
     """
 
@@ -44,7 +55,6 @@ class Study:
     paper: str
     base: Dict[str, Any]
     variations: List[Dict[str, Any]]
-    trains: bool = False
     notes: str = ""
 
     def configs(self, results_dir: str = "results/runs", **overrides) -> list:
@@ -55,18 +65,32 @@ class Study:
         unknown = set(overrides) - fields
         if unknown:
             raise ValueError(f"unknown study override(s) {sorted(unknown)}; valid: {', '.join(sorted(fields))}")
-        out = []
+        out, seen = [], set()
+        given = {k: v for k, v in overrides.items() if v is not None}
         for var in self.variations:
-            given = {k: v for k, v in overrides.items() if v is not None}
-            kw = {**self.base, **{k: v for k, v in var.items() if not callable(v)}, **given}
-            if not self.trains and "dataset" not in given and "cost_only" not in given:
-                kw["cost_only"] = True
+            fixed = {k: v for k, v in var.items() if not callable(v)}
+            if fixed.get("cost_only"):  # a cost variation: the data options do not apply to it
+                kw = {**self.base, **fixed, **{k: v for k, v in given.items() if k not in DATA_OPTIONS}}
+            else:
+                kw = {**self.base, **fixed, **given}
+            if not kw.get("cost_only"):  # training: N is the dataset's
+                kw["num_classes"] = _dataset_classes(kw.get("dataset", "scenes"), kw.get("data_root"))
             for k, v in var.items():  # values computed from the rest of the configuration
                 if callable(v) and k not in given:
                     kw[k] = v(kw)
             kw.update(results_dir=results_dir, run_id=f"study-{self.name}")
-            out.append(RunConfig(**kw))
+            cfg = RunConfig(**kw)
+            key = repr(sorted(dataclasses.asdict(cfg).items()))
+            if key not in seen:  # variations that collapse (e.g. N given by the data) run once
+                seen.add(key)
+                out.append(cfg)
         return out
+
+
+def _dataset_classes(spec: str, root) -> int:
+    from ..datasets import create_dataset
+
+    return create_dataset(spec, "val", root=root, img_size=32).num_classes
 
 
 def register_study(study: Study) -> Study:
@@ -83,4 +107,4 @@ def get_study(name: str) -> Study:
 
 
 # The studies, one small file each (explicit list: no directory scanning).
-# from . import compute, self_attention, groups, classes, queries, backbone_vs_head, zsl
+from . import compute, self_attention, groups, classes, queries, backbone_vs_head, zsl, drop_in  # noqa: E402,F401

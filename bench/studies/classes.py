@@ -17,7 +17,7 @@ STUDY = register_study(Study(
               "classes.",
     paper="Open Images, 9605 classes, TResNet-M 224 with 200 groups: 86.8 mAP; full decoding or a transformer "
           "decoder with one query per class would be prohibitive at that N.",
-    base=dict(backbones=["tresnet_m"], img_size=224, batch_sizes=[1], cost_only=True),
+    base=dict(backbones=["tresnet_m"], img_size=224, batch_sizes=[1], cost_only=True, timing=True),
     variations=[dict(num_classes=n, heads=_heads) for n in NUM_CLASSES],
     notes="The paper's Open Images setting (TResNet-M at 224). Expected: GAP and ML-Decoder K=100 grow only by "
           "their final linear/group FC (linear in N with a small slope), ML-Decoder full decoding grows linearly "

@@ -1,6 +1,6 @@
 """Claim 1: removing self-attention keeps accuracy and turns the head's cost from quadratic to linear in the
 number of queries."""
-from . import Study, register_study
+from . import PROXY, SMALL, Study, register_study
 
 NUM_QUERIES = [80, 400, 1000, 2000, 5000, 10000]
 
@@ -17,8 +17,10 @@ STUDY = register_study(Study(
               "number of queries.",
     paper="Section 3: with self-attention the decoder's cost grows quadratically with the queries; removing it "
           "'does not degrade results' (COCO ablation) while making the head linear in the queries.",
-    base=dict(backbones=["tresnet_m"], img_size=448, batch_sizes=[1], cost_only=True),
-    variations=[dict(num_classes=n, heads=_heads) for n in NUM_QUERIES],
+    base=dict(PROXY),
+    variations=[dict(backbones=["tresnet_m"], img_size=448, batch_sizes=[1], timing=True, cost_only=True,
+                     num_classes=n, heads=_heads) for n in NUM_QUERIES]
+    + [dict(heads=[f"mldecoder({SMALL})", f"mldecoder({SMALL}, self_attn=True)", f"txdec({SMALL})"])],
     notes="Full decoding (one query per class, K = N) so that the number of queries is N. txdec is the full "
           "decoder (self-attention, learnable queries). In eval mode the first layer's self-attention acts on "
           "image-independent queries, so this suite computes it once per batch; at batch 1 (as here) it is paid "
