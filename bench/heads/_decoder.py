@@ -63,10 +63,14 @@ class DecoderLayer(nn.Module):
         # t: (Bq, K, D) with Bq in {1, B}; mem: (B, L, D)
         p = self.dropout if self.training else 0.0
         s = self.self_attn(t, t) if self.self_attn is not None else t
-        t = self.norm1(t + F.dropout(s, p, self.training))
-        t = self.norm2(t + F.dropout(self.cross_attn(t, mem), p, self.training))  # (B, K, D)
-        f = self.linear2(F.dropout(F.relu(self.linear1(t)), p, self.training))
-        return self.norm3(t + F.dropout(f, p, self.training))
+        t = self.norm1(t + F.dropout(s, p, self.training))  # (Bq, K, D)
+        # The residual adds and the FFN's ReLU write into tensors that were just made and that no backward
+        # needs (a matmul's output), so no new (B, K, D) / (B, K, ffn) buffer is allocated and faulted in.
+        a = F.dropout(self.cross_attn(t, mem), p, self.training)  # (B, K, D)
+        t = self.norm2(a.add_(t))  # (B, K, D): t broadcasts over the batch when Bq == 1
+        f = F.relu(self.linear1(t), inplace=True)  # (B, K, ffn)
+        f = F.dropout(self.linear2(F.dropout(f, p, self.training)), p, self.training)  # (B, K, D)
+        return self.norm3(f.add_(t))
 
     def macs(self, Bq: int, B: int, K: int, L: int) -> int:
         D, Fw = self.linear1.in_features, self.linear1.out_features

@@ -1,0 +1,399 @@
+"""The head contract (every registered head), spec strings, and parity with the official ML-Decoder.
+
+The parity fixtures live in ``../shared/fixtures/mldecoder_parity/`` (outside the repository); the parity tests
+are skipped with a reason when that directory is absent.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.heads import HEADS, create_head, head_options, list_heads
+from bench.heads.mldecoder import convert_official_state_dict
+from bench.spec import Spec, canonical, parse_spec, split_specs
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mldecoder_parity"
+C = 32  # in_features: small, and divisible by attnpool's 8 heads
+WORD_DIM = 300  # mldecoder's default word_dim
+
+# Every registered head with its defaults, plus the variants that take other code paths.
+VARIANTS = ["mldecoder(groups=7)", "mldecoder(self_attn=True)", 'mldecoder(queries="learnable")',
+            'mldecoder(queries="word")', "txdec(layers=2)"]
+SPECS = list_heads() + VARIANTS
+
+
+def _head_kwargs(head, n: int) -> dict:
+    """Call-time arguments: word queries need class embeddings (one per class)."""
+    if getattr(head, "queries_kind", None) == "word":
+        return {"class_embeddings": torch.randn(n, WORD_DIM)}
+    return {}
+
+
+def _features(layout: str, batch: int) -> torch.Tensor:
+    return torch.randn(batch, C, 3, 4) if layout == "map" else torch.randn(batch, 12, C)
+
+
+# ----------------------------------------------------------------------------------------------- contract ---
+
+def test_every_registered_head_is_in_the_contract():
+    assert set(list_heads()) >= {"gap", "txdec", "mldecoder", "csra", "attnpool"}
+    assert set(list_heads()) <= set(SPECS)
+
+
+@pytest.mark.parametrize("layout", ["map", "tokens"])
+@pytest.mark.parametrize("num_classes", [1, 10, 250])  # N=1; N=10 < K=100 (K clamps to N); 250 = 100*3 - 50
+@pytest.mark.parametrize("spec", SPECS)
+def test_eval_output_shape_and_finite(spec, num_classes, layout):
+    torch.manual_seed(0)
+    head = create_head(spec, C, num_classes).eval()
+    for batch in (1, 3):
+        x = _features(layout, batch)
+        with torch.no_grad():
+            out = head(x, **_head_kwargs(head, num_classes))
+        assert out.shape == (batch, num_classes), spec
+        assert torch.isfinite(out).all(), spec
+
+
+@pytest.mark.parametrize("layout", ["map", "tokens"])
+@pytest.mark.parametrize("spec", SPECS)
+def test_gradients_reach_every_trainable_parameter(spec, layout):
+    torch.manual_seed(0)
+    n = 10
+    head = create_head(spec, C, n).train()
+    x = _features(layout, 2).requires_grad_(True)
+    out = head(x, **_head_kwargs(head, n))
+    assert out.shape == (2, n) and torch.isfinite(out).all()
+    (out * torch.randn_like(out)).sum().backward()  # random weights: no cancellation through the norms
+    trainable = [(name, p) for name, p in head.named_parameters() if p.requires_grad]
+    assert trainable
+    for name, p in trainable:
+        assert p.grad is not None, f"{spec}: no gradient reaches {name}"
+        assert torch.isfinite(p.grad).all(), f"{spec}: non-finite gradient in {name}"
+        assert p.grad.abs().sum() > 0, f"{spec}: zero gradient in {name}"
+    for name, p in head.named_parameters():
+        if not p.requires_grad:
+            assert p.grad is None, f"{spec}: frozen {name} received a gradient"
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_fixed_queries_are_frozen_but_kept_in_the_state_dict():
+    head = create_head("mldecoder", C, 20)
+    assert head.queries.requires_grad is False
+    assert "queries" in head.state_dict()
+    assert "queries" not in {n for n, p in head.named_parameters() if p.requires_grad}
+    before = head.queries.detach().clone()
+    opt = torch.optim.SGD([p for p in head.parameters() if p.requires_grad], lr=1.0)
+    head.train()(torch.randn(2, C, 3, 3)).sum().backward()
+    opt.step()
+    assert torch.equal(head.queries, before)
+    assert create_head('mldecoder(queries="learnable")', C, 20).queries.requires_grad is True
+
+
+@pytest.mark.parametrize("spec, n, k, g", [
+    ("mldecoder", 10, 10, 1),  # K > N: one query per class
+    ("mldecoder", 250, 100, 3),  # N not divisible by K: 50 surplus outputs dropped
+    ("mldecoder(groups=7)", 10, 7, 2),
+    ("mldecoder(groups=8)", 50, 8, 7),  # the official int(N / K + 0.999)
+    ("mldecoder", 1, 1, 1),
+    ("txdec", 250, 250, 1),
+])
+def test_groups_and_group_size(spec, n, k, g):
+    head = create_head(spec, C, n)
+    assert (head.groups, head.group_size) == (k, g)
+    assert head.queries.shape == (k, head.embed)
+    assert head.pool_weight.shape == (k, head.embed, g)
+    assert head.pool_bias.shape == (n,)
+
+
+def test_group_fc_serves_contiguous_class_blocks():
+    """logit[b, c] = h[b, c // g] . W[c // g, :, c % g] + bias[c], checked against that formula directly."""
+    torch.manual_seed(0)
+    head = create_head("mldecoder(groups=8, embed=64, dropout=0.0)", C, 50).eval()
+    x = torch.randn(2, C, 3, 3)
+    captured = {}
+    head.decoder.register_forward_hook(lambda m, i, o: captured.setdefault("h", o))
+    with torch.no_grad():
+        out = head(x)
+    h, W, b, g = captured["h"], head.pool_weight, head.pool_bias, head.group_size
+    expected = torch.stack([h[:, c // g] @ W[c // g, :, c % g] + b[c] for c in range(50)], 1)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_word_queries_take_any_number_of_classes():
+    torch.manual_seed(0)
+    head = create_head('mldecoder(queries="word", embed=64)', C, 12).eval()
+    x = torch.randn(2, C, 3, 3)
+    with torch.no_grad():
+        for n in (1, 5, 40):
+            assert head(x, class_embeddings=torch.randn(n, WORD_DIM)).shape == (2, n)
+        with pytest.raises(ValueError, match="class_embeddings"):
+            head(x)
+
+
+def test_word_queries_identity_projection_when_word_dim_is_embed():
+    head = create_head('mldecoder(queries="word", embed=64, word_dim=64)', C, 5).eval()
+    assert isinstance(head.word_proj, torch.nn.Identity)
+    with torch.no_grad():
+        assert head(torch.randn(1, C, 2, 2), class_embeddings=torch.randn(5, 64)).shape == (1, 5)
+
+
+def test_fixed_query_projection_runs_once_per_batch():
+    """Batched eval equals per-image eval: broadcasting the image-independent query side changes nothing."""
+    torch.manual_seed(0)
+    head = create_head("mldecoder(embed=64)", C, 20).eval()
+    x = torch.randn(4, C, 3, 3)
+    with torch.no_grad():
+        batched = head(x)
+        single = torch.cat([head(x[i:i + 1]) for i in range(4)])
+    torch.testing.assert_close(batched, single, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("train", [False, True])
+def test_forward_leaves_inputs_and_parameters_unchanged(spec, train):
+    """Guards the in-place ops of the forward passes: they may only write into tensors they made."""
+    torch.manual_seed(0)
+    head = create_head(spec, C, 10).train(train)
+    x = torch.randn(2, C, 3, 3)
+    kwargs = _head_kwargs(head, 10)
+    before = {k: v.clone() for k, v in head.state_dict().items()}
+    x0, kw0 = x.clone(), {k: v.clone() for k, v in kwargs.items()}
+    with torch.no_grad():
+        head(x, **kwargs)
+    assert torch.equal(x, x0)
+    for k in kwargs:
+        assert torch.equal(kwargs[k], kw0[k])
+    for k, v in head.state_dict().items():
+        assert torch.equal(v, before[k]), f"{spec}: forward changed {k}"
+
+
+def test_head_rejects_bad_input_rank():
+    head = create_head("mldecoder(embed=64)", C, 5)
+    with pytest.raises(ValueError, match="feature map"):
+        head(torch.randn(2, C))
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_spec_label_is_canonical(spec):
+    head = create_head(spec, C, 10)
+    assert head.spec == canonical(spec)
+    assert create_head(head.spec, C, 10).spec == head.spec  # the label builds the same head
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_analytic_macs_is_a_positive_int(spec):
+    head = create_head(spec, C, 10)
+    macs = head.analytic_macs(tokens=12, batch=2)
+    assert isinstance(macs, int) and macs > 0
+    assert head.analytic_macs(tokens=12, batch=4) > macs
+
+
+# --------------------------------------------------------------------------------------- bad specs / values ---
+
+def test_unknown_head_names_the_valid_ones():
+    with pytest.raises(ValueError) as e:
+        create_head("mldecodr(groups=20)", C, 10)
+    msg = str(e.value)
+    assert "'mldecodr'" in msg and "did you mean 'mldecoder'" in msg
+    for name in list_heads():
+        assert name in msg
+
+
+def test_unknown_option_names_the_valid_ones():
+    with pytest.raises(ValueError) as e:
+        create_head("mldecoder(grups=20)", C, 10)
+    msg = str(e.value)
+    assert "'grups'" in msg and "did you mean 'groups'" in msg
+    for option in head_options("mldecoder"):
+        assert option in msg
+
+
+@pytest.mark.parametrize("spec, valid", [
+    ('mldecoder(queries="random")', ["fixed", "learnable", "word"]),
+    ("mldecoder(groups=0)", ["groups"]),
+    ("mldecoder(groups=2.5)", ["groups"]),
+    ("mldecoder(self_attn=1)", ["True", "False"]),  # no ints as booleans
+    ("mldecoder(embed=100, heads=8)", ["divisible"]),
+    ("mldecoder(dropout=1.5)", ["dropout"]),
+    ("mldecoder(layers=0)", ["layers"]),
+    ("mldecoder(query_noise=0.1)", ["word"]),
+    ("gap(dropout=-0.1)", ["dropout"]),
+    ("csra(heads=3)", ["1", "2", "4", "6", "8"]),
+    ("attnpool(heads=5)", ["divisible"]),
+    ("txdec(layers=0)", ["layers"]),
+])
+def test_bad_option_value_raises_value_error(spec, valid):
+    with pytest.raises(ValueError) as e:
+        create_head(spec, C, 10)
+    for word in valid:
+        assert word in str(e.value), (spec, str(e.value))
+
+
+@pytest.mark.parametrize("n, c", [(0, C), (10, 0)])
+def test_bad_sizes_raise_value_error(n, c):
+    with pytest.raises(ValueError, match=">= 1"):
+        create_head("gap", c, n)
+
+
+def test_list_heads_glob_filter():
+    assert list_heads() == sorted(list_heads())
+    assert list_heads("*") == list_heads()
+    assert list_heads("*dec*") == ["mldecoder", "txdec"]
+    assert list_heads("gap") == ["gap"]
+    assert list_heads("nothing*") == []
+
+
+def test_duplicate_registration_fails():
+    with pytest.raises(ValueError, match="duplicate head name 'gap'"):
+        HEADS.register("gap")(object)
+
+
+# ---------------------------------------------------------------------------------------------- spec strings ---
+
+@pytest.mark.parametrize("text, spec", [
+    ("gap", Spec("gap", {})),
+    ("  gap  ", Spec("gap", {})),
+    ("mldecoder()", Spec("mldecoder", {})),
+    ("mldecoder(groups=20)", Spec("mldecoder", {"groups": 20})),
+    ("mldecoder(queries=learnable)", Spec("mldecoder", {"queries": "learnable"})),  # bare word -> str
+    ("mldecoder(queries='learnable')", Spec("mldecoder", {"queries": "learnable"})),
+    ('mldecoder(queries="learnable", embed=512)', Spec("mldecoder", {"queries": "learnable", "embed": 512})),
+    ("x(a=True, b=None, c=-1.5, d=[1, 2], e=1e-3)", Spec("x", {"a": True, "b": None, "c": -1.5, "d": [1, 2],
+                                                            "e": 1e-3})),
+    ('x(s="a,b(c)")', Spec("x", {"s": "a,b(c)"})),
+])
+def test_parse_spec(text, spec):
+    assert parse_spec(text) == spec
+
+
+@pytest.mark.parametrize("text, label", [
+    ("gap", "gap"),
+    ("mldecoder()", "mldecoder"),
+    ("mldecoder( groups = 20 )", "mldecoder(groups=20)"),
+    ("mldecoder(queries=learnable, embed=512)", 'mldecoder(queries="learnable", embed=512)'),
+    ("mldecoder(queries='learnable')", 'mldecoder(queries="learnable")'),
+    ("mldecoder(self_attn=True,dropout=0.0)", "mldecoder(self_attn=True, dropout=0.0)"),
+    ('x(s="say \\"hi\\"")', 'x(s="say \\"hi\\"")'),
+])
+def test_canonical_form(text, label):
+    assert canonical(text) == label
+    assert canonical(label) == label  # a fixed point
+    assert str(parse_spec(text)) == label
+
+
+@pytest.mark.parametrize("text, match", [
+    ("", "empty"),
+    ("mldecoder(groups=20", "closing"),
+    ("mldecoder(20)", "named"),
+    ("mldecoder(groups=20, groups=30)", "twice"),
+    ("mldecoder(**kw)", r"\*\*"),
+    ("mldecoder(groups=__import__('os').getcwd())", "cannot read value"),  # literal_eval, never eval
+    ("mldecoder(groups=1+)", "bad spec"),
+    ("1abc", "bad spec"),
+    ("ml decoder", "bad spec"),
+    ("(groups=2)", "not a name"),
+])
+def test_parse_spec_errors(text, match):
+    with pytest.raises(ValueError, match=match):
+        parse_spec(text)
+
+
+@pytest.mark.parametrize("text, parts", [
+    ("gap", ["gap"]),
+    ("gap,mldecoder", ["gap", "mldecoder"]),
+    ("gap, mldecoder(groups=20, embed=512), txdec(layers=2)",
+     ["gap", "mldecoder(groups=20, embed=512)", "txdec(layers=2)"]),
+    ('a(s="p,q"),b', ['a(s="p,q")', "b"]),
+    ("a(l=[1, 2]),b(m=(3, 4))", ["a(l=[1, 2])", "b(m=(3, 4))"]),
+    ("gap,,mldecoder,", ["gap", "mldecoder"]),
+    ("", []),
+])
+def test_split_specs(text, parts):
+    assert split_specs(text) == parts
+
+
+@pytest.mark.parametrize("text", ["a(b=1", "a(b=1))", 'a(s="x)'])
+def test_split_specs_unbalanced(text):
+    with pytest.raises(ValueError, match="unbalanced"):
+        split_specs(text)
+
+
+# ------------------------------------------------------------------------------------------ official parity ---
+
+def _fixture_files():
+    return sorted(FIXTURES.glob("*.pt")) if FIXTURES.is_dir() else []
+
+
+def _fixture_spec(config: dict) -> str:
+    """The spec string that builds the official head described by a fixture's config."""
+    options = {"embed": config["decoder_embedding"]}
+    if config.get("zsl", 0):
+        options = {"queries": "word", **options}
+    elif config["num_of_groups"] != -1:  # -1: the official default, K = min(100, N), which is ours too
+        options = {"groups": config["num_of_groups"], **options}
+    return "mldecoder(" + ", ".join(f"{k}={v!r}" for k, v in options.items()) + ")"
+
+
+def _load_fixture(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((out - ref).abs().max() / ref.abs().max()).item()
+
+
+@pytest.fixture(scope="module")
+def fixtures():
+    files = _fixture_files()
+    if not files:
+        pytest.skip(f"parity fixtures not found in {FIXTURES} (they live in the shared directory beside the repo)")
+    return {p.name: _load_fixture(p) for p in files}
+
+
+def test_parity_fixture_set_is_complete(fixtures):
+    # The README names five cases; the parity test below runs whatever the directory holds.
+    assert {"full_groups.pt", "group_decoding.pt", "token_input.pt", "many_classes.pt",
+            "zsl_word_queries.pt"} <= set(fixtures)
+
+
+@pytest.mark.parametrize("path", _fixture_files() or [pytest.param(None, marks=pytest.mark.skip(
+    reason=f"parity fixtures not found in {FIXTURES}"))], ids=lambda p: p.stem if p else "missing")
+def test_parity_with_official_outputs(path):
+    case = _load_fixture(path)
+    cfg = case["config"]
+    head = create_head(_fixture_spec(cfg), cfg["initial_num_features"], cfg["num_classes"]).eval()
+    head.load_state_dict(convert_official_state_dict(case["state_dict"]), strict=True)
+    kwargs = {"class_embeddings": case["wordvecs"]} if cfg.get("zsl", 0) else {}
+    with torch.no_grad():
+        out = head(case["input"], **kwargs)
+    ref = case["output"]
+    assert out.shape == ref.shape
+    assert _rel_err(out, ref) < 1e-5, f"{path.name}: relative error {_rel_err(out, ref):.2e}"
+
+
+@pytest.mark.parametrize("prefix", ["head.", "fc.", "module.head.", "module.fc."])
+def test_whole_model_state_dict_converts_like_the_head_alone(fixtures, prefix):
+    sd = fixtures["group_decoding.pt"]["state_dict"]
+    backbone = {"body.conv1.0.weight": torch.randn(4, 3, 3, 3), "body.layer1.0.conv1.1.weight": torch.randn(4),
+                "conv1.weight": torch.randn(4, 3, 7, 7), "layer4.1.bn2.bias": torch.randn(4),
+                "head.fc.weight": torch.randn(2, 4)}
+    whole = {**{("module." if prefix.startswith("module.") else "") + k: v for k, v in backbone.items()},
+             **{prefix + k: v for k, v in sd.items()}}
+    alone, converted = convert_official_state_dict(sd), convert_official_state_dict(whole)
+    assert converted.keys() == alone.keys()
+    for k in alone:
+        assert converted[k] is alone[k]
+
+
+def test_converted_keys_are_exactly_the_heads(fixtures):
+    for name, case in fixtures.items():
+        cfg = case["config"]
+        head = create_head(_fixture_spec(cfg), cfg["initial_num_features"], cfg["num_classes"])
+        assert convert_official_state_dict(case["state_dict"]).keys() == head.state_dict().keys(), name
+
+
+def test_convert_without_official_keys_raises():
+    with pytest.raises(ValueError, match="no ML-Decoder keys"):
+        convert_official_state_dict({"conv1.weight": torch.zeros(1), "fc.weight": torch.zeros(1)})
