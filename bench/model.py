@@ -95,6 +95,12 @@ def load_checkpoint_file(path: str) -> Dict[str, torch.Tensor]:
 
 
 def _load_strict(module: nn.Module, sd: Dict[str, torch.Tensor], what: str, path: str) -> None:
+    own = module.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in sd.items()
+             if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        raise ValueError(f"checkpoint {path!r} does not fit the {what}: {len(wrong)} tensors have other shapes "
+                         f"(checkpoint vs model), e.g. {wrong[:2]}; a different number of classes or options?")
     missing, unexpected = module.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise ValueError(f"checkpoint {path!r} does not fit the {what}: "

@@ -54,7 +54,9 @@ class RunConfig:
     run_id: str = ""
 
     def __post_init__(self):
-        self.heads = [canonical(h) for h in self.heads]
+        from .heads import canonical_head_spec
+
+        self.heads = [canonical_head_spec(h) for h in self.heads]
         self.dataset = canonical(self.dataset)
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")

@@ -48,7 +48,7 @@ def test_cost_only_run_writes_the_schema(tmp_path, capsys):
         header = next(csv.reader(f))
     assert header == COLUMNS
     df = pd.read_csv(path)
-    assert sorted(df["head"].unique()) == ["gap", 'mldecoder(groups=20, embed=64)']
+    assert sorted(df["head"].unique()) == ["gap", "mldecoder(embed=64, groups=20)"]  # the canonical label
     assert sorted(df["batch_size"].unique()) == [1, 2]
     assert (df["status"] == "ok").all()
     assert (df["gmacs_total"] - df["gmacs_backbone"] - df["gmacs_head"]).abs().max() < 1e-6
@@ -57,7 +57,7 @@ def test_cost_only_run_writes_the_schema(tmp_path, capsys):
     assert "gap" in out and "head GMACs" in out  # the summary table
     # bench results reads it back; the timm export has timm's columns
     code, out, _ = run_cli(["results", "--results-dir", str(tmp_path)], capsys)
-    assert code == 0 and "mldecoder(groups=20, embed=64)" in out
+    assert code == 0 and "mldecoder(embed=64, groups=20)" in out
     timm_csv = tmp_path / "timm.csv"
     code, _, _ = run_cli(["results", str(path), "--export-timm", str(timm_csv)], capsys)
     assert code == 0

@@ -31,6 +31,21 @@ def head_options(name: str) -> dict:
             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
 
 
+def canonical_head_spec(spec: str) -> str:
+    """The one label of a head spec: options equal to their defaults dropped, the rest sorted by name, so that
+    ``mldecoder(groups=100)`` is ``mldecoder`` and option order does not make two labels of one head.
+    Unknown heads or options raise ValueError."""
+    parsed = parse_spec(spec)
+    HEADS.get(parsed.name)
+    valid = head_options(parsed.name)
+    for key in parsed.kwargs:
+        if key not in valid:
+            raise ValueError(unknown_message(f"option of head {parsed.name!r}", key, valid))
+    kept = {k: parsed.kwargs[k] for k in sorted(parsed.kwargs)
+            if not (parsed.kwargs[k] == valid[k] and type(parsed.kwargs[k]) is type(valid[k]))}
+    return format_spec(parsed.name, kept)
+
+
 def create_head(spec: str, in_features: int, num_classes: int) -> Head:
     """Build a head from a spec string such as ``gap``, ``mldecoder(groups=20)`` or ``txdec(layers=2)``.
 
@@ -43,8 +58,8 @@ def create_head(spec: str, in_features: int, num_classes: int) -> Head:
         if key not in valid:
             raise ValueError(unknown_message(f"option of head {parsed.name!r}", key, valid))
     head = cls(in_features, num_classes, **parsed.kwargs)
-    head.spec = format_spec(parsed.name, parsed.kwargs)
+    head.spec = canonical_head_spec(spec)
     return head
 
 
-__all__ = ["HEADS", "Head", "create_head", "head_options", "list_heads", "register_head"]
+__all__ = ["HEADS", "Head", "canonical_head_spec", "create_head", "head_options", "list_heads", "register_head"]

@@ -68,6 +68,7 @@ class MLDecoder(Head):
         self.word_dim = word_dim
         self.query_noise = float(query_noise)
         self.random_queries = int(random_queries)
+        self.requested_groups = groups
         self.groups = min(groups, num_classes)  # K
         self.group_size = group_size(num_classes, self.groups)  # g
 
@@ -114,7 +115,7 @@ class MLDecoder(Head):
             K, g = N, 1
             extra = N * self.word_dim * D if isinstance(self.word_proj, nn.Linear) else 0
         else:
-            K = min(self.groups, N) if num_classes else self.groups
+            K = min(self.requested_groups, N)
             g, extra = group_size(N, K), 0
         return B * L * C * D + extra + self.decoder.macs(B, K, L) + B * K * D * g
 

@@ -1,0 +1,188 @@
+"""bench.executors.RayExecutor on a local 2-CPU Ray: the same rows as the local executor (cost columns equal,
+timings aside), failed cells recorded while the others go on, reruns that run only the missing cells, and a study
+through Ray. One Ray is started for the module; the tests are marked slow but run in the default suite."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from bench import executors
+from bench.results import COST_COLUMNS, ENV_COLUMNS, KEY_COLUMNS, read_results
+from bench.runner import LocalExecutor, RunConfig, execute_cell, plan_cells, run
+
+TIMING_COLUMNS = ["latency_ms_p50", "latency_ms_iqr", "latency_n", "throughput_img_s", "backbone_ms_p50",
+                  "backbone_ms_iqr", "head_ms_p50", "head_ms_iqr", "batch_size_requested"]
+EXACT_COST = [c for c in COST_COLUMNS if c not in TIMING_COLUMNS]
+
+
+def test_missing_ray_says_how_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with pytest.raises(ValueError, match=r"pip install -e \.\[ray\]"):
+        executors.RayExecutor()
+    from bench.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--executor", "ray", "--cost-only", "--no-timing", "--heads", "gap", "--backbone",
+              "resnet10t", "--img-size", "32", "--results-dir", "/nonexistent-never-written", "--no-plot"])
+    assert exit_info.value.code == 2
+    assert "the ray executor needs Ray: pip install -e .[ray]" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e .[ray])")
+    owner = executors.RayExecutor(num_cpus=2)
+    owner.connect()
+    yield owner
+    owner.shutdown()
+
+
+def _counted_run(cfg, executor):
+    cells = []
+    rows = run(cfg, executor=executor, on_cell=cells.append)
+    return rows, cells
+
+
+def _comparable(path):
+    """Rows sorted by their identifiers, without run ids, environment and timings (which differ run to run)."""
+    df = read_results([path])
+    keep = [c for c in df.columns if c != "run_id" and c not in TIMING_COLUMNS
+            and (c not in ENV_COLUMNS or c in ("status", "error"))]
+    return df[keep].sort_values(KEY_COLUMNS).reset_index(drop=True)
+
+
+@pytest.mark.slow
+def test_ray_rows_equal_local_rows(ray_cluster, tmp_path):
+    kw = dict(heads=["gap", "mldecoder(groups=20)"], backbones=["resnet10t", "resnet14t"], img_size=64,
+              cost_only=True, batch_sizes=[1], min_time_s=0.01, results_dir=str(tmp_path))
+    local = RunConfig(run_id="local", **kw)
+    ray_cfg = RunConfig(run_id="ray", **kw)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the Ray tasks; many threads on a busy 2-core machine only slow this down
+    try:
+        run(local, executor=LocalExecutor())
+    finally:
+        torch.set_num_threads(threads)
+    rows, cells = _counted_run(ray_cfg, executors.RayExecutor())
+    assert len(cells) == 2 and len(rows) == 2 * 2  # backbones x heads (x one batch size)
+
+    a, b = _comparable(local.results_path), _comparable(ray_cfg.results_path)
+    assert len(a) == 4 and (a["status"] == "ok").all() and (b["status"] == "ok").all()
+    assert a[EXACT_COST].notna().all().sum() >= 10  # params and MACs are present, not NaN on both sides
+    assert (a["gmacs_head"] > 0).all()
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(a, b, check_dtype=False)
+    timed = read_results([ray_cfg.results_path])
+    assert (timed["latency_ms_p50"] > 0).all() and (timed["throughput_img_s"] > 0).all()
+    assert (timed["threads"] == 1).all()  # torch in each task uses the task's one CPU
+
+
+@pytest.mark.slow
+def test_failed_cells_are_recorded_and_a_rerun_runs_only_them(ray_cluster, tmp_path, monkeypatch):
+    # Four cost cells, one per backbone:
+    #   resnet10t    runs fine;
+    #   resnet14t    raises RuntimeError inside the cell (execute_cell records it itself);
+    #   regnetx_002  fails for real at run time: its 368 channels are not divisible by attnpool's 32 heads, a
+    #                ValueError that crosses the process boundary as a RayTaskError;
+    #   resnet18     kills its worker process (WorkerCrashedError, not retried with max_retries=0).
+    cfg = RunConfig(heads=["gap", "attnpool(heads=32)"], backbones=["resnet10t", "resnet14t", "regnetx_002",
+                                                                    "resnet18"],
+                    img_size=64, cost_only=True, timing=False, results_dir=str(tmp_path), run_id="faulty")
+
+    def flaky_task(cfg, cell, threads):  # nested: Ray pickles it by value into the workers
+        import bench.runner as runner
+
+        if cell.backbone == "resnet18":
+            os._exit(1)
+        if cell.backbone != "resnet14t":
+            return execute_cell(cfg, cell)
+
+        def boom(*args, **kwargs):
+            raise RuntimeError("injected failure")
+            yield
+
+        real = runner.run_cost_cell
+        runner.run_cost_cell = boom
+        try:
+            return execute_cell(cfg, cell)
+        finally:
+            runner.run_cost_cell = real
+
+    monkeypatch.setattr(executors, "_run_cell_task", flaky_task)
+    rows, cells = _counted_run(cfg, executors.RayExecutor(max_retries=0))
+    assert sorted(c.backbone for c in cells) == sorted(cfg.backbones)  # every cell came back
+    df = read_results([cfg.results_path])
+    assert len(df) == 4 * 2
+    status = df.groupby("backbone")["status"].agg(lambda s: set(s))
+    assert status["resnet10t"] == {"ok"}
+    assert status["resnet14t"] == status["regnetx_002"] == status["resnet18"] == {"error"}
+    errors = df[df.status == "error"].groupby("backbone")["error"].first()
+    assert errors["resnet14t"].startswith("RuntimeError: injected failure")
+    assert errors["regnetx_002"].startswith("ValueError: attnpool: in_features (368) must be divisible")
+    assert "WorkerCrashedError" in errors["resnet18"] or "died" in errors["resnet18"]
+
+    # The rerun of the same configuration runs only the three failed cells; two of them now succeed.
+    monkeypatch.undo()
+    rows, cells = _counted_run(cfg, executors.RayExecutor())
+    assert sorted(c.backbone for c in cells) == ["regnetx_002", "resnet14t", "resnet18"]
+    df = read_results([cfg.results_path])
+    ok = df[df.status == "ok"]
+    assert sorted(set(ok.backbone)) == ["resnet10t", "resnet14t", "resnet18"] and len(ok) == 6
+    assert len(df) == 8 + 6  # appended, never overwritten
+    # A third run retries only the cell that still fails.
+    rows, cells = _counted_run(cfg, executors.RayExecutor())
+    assert [c.backbone for c in cells] == ["regnetx_002"]
+
+
+@pytest.mark.slow
+def test_study_through_ray_equals_local_and_resumes(ray_cluster, tmp_path):
+    from bench.studies import compute  # noqa: F401  (registers the study)
+    from bench.studies import get_study
+
+    study = get_study("compute")
+    over = dict(backbones=["resnet10t"], timing=False)
+
+    def run_study(results_dir, executor):
+        cells = []
+        for cfg in study.configs(results_dir=str(results_dir), **over):
+            cells += _counted_run(cfg, executor)[1]
+        return cfg.results_path, cells
+
+    local_path, local_cells = run_study(tmp_path / "local", LocalExecutor())
+    ray_path, ray_cells = run_study(tmp_path / "ray", executors.RayExecutor())
+    assert os.path.basename(ray_path) == "study-compute.csv"
+    # backbones overridden: 3 image sizes remain distinct; the repeated configurations find their cells done
+    assert len(local_cells) == len(ray_cells) == 3
+    a, b = _comparable(local_path), _comparable(ray_path)
+    assert sorted(a["img_size"].unique()) == [224, 448, 640] and (a["status"] == "ok").all()
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(a, b, check_dtype=False)
+    # Rerunning the whole study through Ray runs nothing.
+    assert run_study(tmp_path / "ray", executors.RayExecutor())[1] == []
+
+
+def test_empty_map_starts_nothing(monkeypatch):
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e .[ray])")
+    ex = executors.RayExecutor()
+    monkeypatch.setattr(ex, "connect", lambda: pytest.fail("connected for no cells"))
+    assert list(ex.map(RunConfig(cost_only=True), [])) == []
+
+
+@pytest.mark.slow
+def test_cuda_run_needs_gpus_on_the_cluster(ray_cluster):
+    import ray
+
+    if ray.cluster_resources().get("GPU", 0):
+        pytest.skip("this Ray has GPUs: the request is satisfiable")
+    cfg = RunConfig(cost_only=True)
+    cfg.device = "cuda"  # set after validation: the driver need not have a GPU for this check
+    with pytest.raises(ValueError, match="the Ray cluster has no GPU"):
+        executors.RayExecutor().resources(cfg)
+    assert executors.RayExecutor(gpus_per_cell=1).resources(cfg) == {"num_cpus": 1, "num_gpus": 1}
+    assert executors.RayExecutor().resources(RunConfig(cost_only=True)) == {"num_cpus": 1, "num_gpus": 0}
