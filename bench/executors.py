@@ -10,7 +10,7 @@ import logging
 import os
 import socket
 import traceback
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .runner import Cell, RunConfig, cell_keys, execute_cell
 
@@ -185,35 +185,92 @@ class RayExecutor:
         ValueError) yields status='error' rows for its cell; the other cells go on. Leaving the loop early
         (an exception or Ctrl-C in the driver) cancels the cells still queued or running.
         """
-        cells = list(cells)
-        if not cells:
+        for _, cell, rows in self.map_many([(cfg, cell) for cell in cells], progress):
+            yield cell, rows
+
+    def map_many(self, jobs: Sequence[Tuple[RunConfig, Cell]],
+                 progress: Optional[Callable[[str], None]] = None) -> Iterator[tuple]:
+        """``map`` over cells of several configurations at once (a study): yields (cfg, cell, rows).
+
+        Submitting a whole study together keeps a cluster busy; configuration by configuration it would run
+        only as many cells at a time as one configuration has.
+        """
+        jobs = list(jobs)
+        if not jobs:
             return
         ray = _import_ray()
         self.connect()
-        res = self.resources(cfg)
-        task = ray.remote(_run_cell_task).options(max_retries=self.max_retries, **res)
-        cfg_ref = ray.put(cfg)
-        threads = max(1, int(res["num_cpus"]))
-        pending = {task.remote(cfg_ref, cell, threads): cell for cell in cells}
-        total, done = len(cells), 0
+        remote = ray.remote(_run_cell_task)
+        pending: Dict[object, tuple] = {}
+        refs: Dict[int, tuple] = {}  # id(cfg) -> (object ref of cfg, task with its resource request)
+        for cfg, cell in jobs:
+            if id(cfg) not in refs:
+                res = self.resources(cfg)
+                refs[id(cfg)] = (ray.put(cfg), remote.options(max_retries=self.max_retries, **res),
+                                 max(1, int(res["num_cpus"])))
+            cfg_ref, task, threads = refs[id(cfg)]
+            pending[task.remote(cfg_ref, cell, threads)] = (cfg, cell)
+        total, done = len(jobs), 0
         if progress:
-            progress(f"{total} cells on Ray ({_fmt_resources(res)} each)")
+            progress(f"{total} cells submitted to Ray")
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
-                ref = ready[0]
-                cell = pending.pop(ref)
+                cfg, cell = pending.pop(ready[0])
                 try:
-                    rows = ray.get(ref)
+                    rows = ray.get(ready[0])
                 except ray.exceptions.RayError as e:  # recorded in the results file, the run goes on
                     rows = error_rows(cfg, cell, *_describe(e))
                 done += 1
                 if progress:
                     progress(f"{done}/{total} done: {cell.label}")
-                yield cell, rows
+                yield cfg, cell, rows
         finally:
             for ref in pending:
                 ray.cancel(ref, force=False)
+
+
+def run_many(configs: Sequence[RunConfig], executor=None, on_row: Optional[Callable[[dict], None]] = None,
+             on_cell: Optional[Callable[[Cell], None]] = None, progress=None) -> List[dict]:
+    """``runner.run`` for several configurations (a study) with all their pending cells submitted together.
+
+    Rows go to each configuration's results file as they arrive; a cell that several configurations share
+    (same results file, same row identifiers) runs once. An executor without ``map_many`` (the local one)
+    runs the cells one after another, exactly as ``run`` would.
+    """
+    from .results import KEY_COLUMNS, ResultsWriter
+    from .runner import LocalExecutor, pending_cells, plan_cells
+
+    executor = executor or LocalExecutor()
+    jobs, seen = [], set()
+    for cfg in configs:
+        for cell in pending_cells(cfg, plan_cells(cfg)):
+            key = (cfg.results_path,) + tuple(tuple(str(k.get(c, "")) for c in KEY_COLUMNS)
+                                               for k in cell_keys(cfg, cell))
+            if key not in seen:
+                seen.add(key)
+                jobs.append((cfg, cell))
+    if hasattr(executor, "map_many"):
+        results = executor.map_many(jobs, progress)
+    else:
+        results = ((cfg, cell, rows) for cfg, cell in jobs for _, rows in executor.map(cfg, [cell], progress))
+    writers: Dict[str, ResultsWriter] = {}
+    out: List[dict] = []
+    try:
+        for cfg, cell, rows in results:
+            if cfg.results_path not in writers:
+                writers[cfg.results_path] = ResultsWriter(cfg.results_path)
+            for row in rows:
+                writers[cfg.results_path].write(row)
+                out.append(row)
+                if on_row:
+                    on_row(row)
+            if on_cell:
+                on_cell(cell)
+    finally:
+        for w in writers.values():
+            w.close()
+    return out
 
 
 def _fmt_resources(res: Dict[str, float]) -> str:

@@ -38,10 +38,17 @@ class ChannelsFirst(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
-        self.num_features = model.num_features
+        self.num_features = feature_width(model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x).permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
+
+
+def feature_width(backbone: nn.Module) -> int:
+    """Channels of the features a ``num_classes=0, global_pool=""`` timm model returns: its ``head_hidden_size``
+    where it has one (models with a pre-logits layer after pooling, e.g. MobileNetV3's conv_head), else
+    ``num_features`` (timm's own attributes for exactly this, not a guess at a classifier's name)."""
+    return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
 
 
 def backbone_names(pattern: str = "*"):
@@ -133,7 +140,7 @@ def build_model(backbone: str, head_spec: str, num_classes: int, pretrained: boo
                 checkpoint: Optional[str] = None, img_size: Optional[int] = None) -> HeadModel:
     """A timm backbone and a head from ``bench.heads``, joined. See the module docstring."""
     bb = create_backbone(backbone, pretrained=pretrained, img_size=img_size)
-    head = create_head(head_spec, bb.num_features, num_classes)
+    head = create_head(head_spec, feature_width(bb), num_classes)
     model = HeadModel(bb, head, backbone)
     if checkpoint:
         load_checkpoint(model, checkpoint)

@@ -152,12 +152,12 @@ def run_cost_cell(cfg: RunConfig, cell: Cell, progress: Optional[Callable[[str],
 
     from .flops import model_cost
     from .heads import create_head
-    from .model import HeadModel, create_backbone
+    from .model import HeadModel, create_backbone, feature_width
     from .timing import time_callable, time_interleaved, with_oom_backoff
 
     backbone = create_backbone(cell.backbone, pretrained=cfg.pretrained, img_size=cfg.img_size).eval()
     _check_forward(backbone, cfg.img_size, cell.backbone)
-    models = {spec: HeadModel(backbone, create_head(spec, backbone.num_features, cfg.num_classes), cell.backbone).eval()
+    models = {spec: HeadModel(backbone, create_head(spec, feature_width(backbone), cfg.num_classes), cell.backbone).eval()
               for spec in cell.heads}
     costs = {}
     for spec, model in models.items():
