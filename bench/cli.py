@@ -103,12 +103,15 @@ def heads_cmd(in_features, num_classes, tokens, pattern, specs):
 # ----------------------------------------------------------------------------------------------------- run
 
 @cli.command("run")
-@click.option("--heads", default="gap,txdec,mldecoder", show_default=True,
-              help="Comma-separated head specs, e.g. 'gap,mldecoder(groups=20)'. Quote them in the shell.")
-@click.option("--backbone", "backbones", default="resnet18", show_default=True,
-              help="Comma-separated timm backbones, e.g. tresnet_l,resnet50.")
+@click.option("--heads", default=None,
+              help="Comma-separated head specs, e.g. 'gap,mldecoder(groups=20)'; quote them in the shell "
+                   "[default: gap,txdec,mldecoder; training on a CPU: the same at CPU-scale widths, "
+                   "txdec/mldecoder(embed=128, ffn=512, heads=4)].")
+@click.option("--backbone", "backbones", default=None,
+              help="Comma-separated timm backbones, e.g. tresnet_l,resnet50 [default: resnet50; training on a "
+                   "CPU: test_resnet, timm's tiny ResNet].")
 @click.option("--img-size", type=int, default=None, help="Input resolution [default: 224 with --cost-only, "
-              "else 64 for scenes / 28x2 for fashion datasets, 448 for coco2014/voc2007].")
+              "else per dataset: 96 for scenes, 56 for fashion-mnist, 448 for coco2014/voc2007].")
 @click.option("--num-classes", type=int, default=80, show_default=True,
               help="Classes for cost-only runs (80, as COCO); training runs take the dataset's.")
 @click.option("--batch-sizes", default="1,32", show_default=True, help="Batch sizes to time.")
@@ -123,14 +126,14 @@ def heads_cmd(in_features, num_classes, tokens, pattern, specs):
               help="Seconds spent timing each measurement (at least 5 iterations after warm-up).")
 @click.option("--dataset", default="scenes", show_default=True, help="Dataset spec (see `bench datasets`).")
 @click.option("--data-root", default=None, help="Where the dataset's files are (not needed for scenes).")
-@click.option("--protocol", type=click.Choice(["finetune", "probe", "eval"]), default="probe", show_default=True,
+@click.option("--protocol", type=click.Choice(["finetune", "probe", "eval"]), default="finetune", show_default=True,
               help="finetune: end to end; probe: frozen backbone, cached features shared by all heads; "
                    "eval: evaluate --checkpoint, no training.")
 @click.option("--epochs", type=int, default=None, help="Training epochs [default: per dataset].")
 @click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds (mean and spread).")
 @click.option("--lr", type=float, default=None, help="Learning rate [default: the recipe's].")
 @click.option("--train-batch-size", type=int, default=64, show_default=True)
-@click.option("--workers", type=int, default=2, show_default=True, help="DataLoader workers.")
+@click.option("--workers", type=int, default=None, help="DataLoader workers [default: 2; 0 for scenes].")
 @click.option("--pretrained", is_flag=True, help="Pretrained backbone weights from timm's hub (needs internet).")
 @click.option("--checkpoint", default=None, type=click.Path(), help="A local checkpoint (this project's or an "
               "official ML-Decoder release) to load into the model.")

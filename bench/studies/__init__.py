@@ -17,8 +17,8 @@ STUDIES: Registry = Registry("study")
 
 # The CPU-scale proxy of the paper's accuracy experiments: the embedded `scenes` data, a small backbone trained
 # from scratch, three seeds. Studies that train start from this; `--dataset`, `--backbone` etc. override it.
-PROXY = dict(dataset="scenes", backbones=["resnet10t"], img_size=64, protocol="finetune", epochs=4,
-             seeds=[0, 1, 2], batch_sizes=[1], timing=False)
+PROXY = dict(dataset="scenes", backbones=["test_resnet"], img_size=96, protocol="finetune", epochs=5,
+             seeds=[0, 1, 2], batch_sizes=[1], timing=False, workers=0)
 # Command-line options that only concern training (ignored by cost variations).
 DATA_OPTIONS = ("dataset", "data_root", "protocol", "epochs", "seeds", "lr", "train_batch_size", "pretrained",
                 "checkpoint")
