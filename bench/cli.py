@@ -264,6 +264,26 @@ def _register_study_commands():
 _register_study_commands()
 
 
+# -------------------------------------------------------------------------------------------------- report
+
+@cli.command("report")
+@click.option("--results-dir", default="results/runs", show_default=True, help="Folder of the study files "
+              "(study-<name>.csv).")
+@click.option("--out", default="reports/paper", show_default=True, help="Output folder: README.md, PNGs and "
+              "results/ (copies of the study files used).")
+@click.option("--paper", default="results/paper", show_default=True, help="Folder of the paper's figures (CSV).")
+def report_cmd(results_dir, out, paper):
+    """The paper's claims 1-7 with the paper's figure, this suite's figure and a verdict, from result files
+    alone (runs no model)."""
+    from .report import build_report
+
+    res = build_report(results_dir, out, paper)
+    for number, word in res["verdicts"].items():
+        click.echo(f"claim {number}: {word}")
+    click.echo(f"wrote {res['readme']} ({len(res['plots'])} plots; {len(res['copied'])} study files copied to "
+               f"{os.path.join(out, 'results')})")
+
+
 # ------------------------------------------------------------------------------------------------ datasets
 
 @cli.command("datasets")

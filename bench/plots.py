@@ -33,10 +33,10 @@ def pareto_front(xs: Sequence[float], ys: Sequence[float], higher_x_better: bool
     return front
 
 
-def _save(fig, out_dir: str, name: str) -> List[str]:
+def _save(fig, out_dir: str, name: str, exts: Sequence[str] = ("png", "svg")) -> List[str]:
     os.makedirs(out_dir, exist_ok=True)
     files = []
-    for ext in ("png", "svg"):
+    for ext in exts:
         path = os.path.join(out_dir, f"{name}.{ext}")
         fig.savefig(path, dpi=130, bbox_inches="tight")
         files.append(path)
@@ -71,7 +71,8 @@ def accuracy_points(df) -> list:
     return points
 
 
-def plot_pareto(points: list, x: str, out_dir: str, name: str, title: str) -> List[str]:
+def plot_pareto(points: list, x: str, out_dir: str, name: str, title: str,
+                exts: Sequence[str] = ("png", "svg")) -> List[str]:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 5))
     xs = np.array([p[x] for p in points], dtype=float)
@@ -99,7 +100,7 @@ def plot_pareto(points: list, x: str, out_dir: str, name: str, title: str) -> Li
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    return _save(fig, out_dir, name)
+    return _save(fig, out_dir, name, exts)
 
 
 def plot_head_share(df, out_dir: str) -> List[str]:

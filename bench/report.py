@@ -1,0 +1,1314 @@
+"""`bench report`: the ML-Decoder paper's claims 1-7, one section each, with the paper's statement and figure,
+this suite's figure, a table, a plot and a verdict computed by a rule written beside it.
+
+A pure function of result files: it reads the study files ``<results-dir>/study-<name>.csv`` and the paper's
+figures (``results/paper/*.csv``), never builds or runs a model, and imports neither torch nor timm. Every number
+in the report comes from a row; where rows are missing or too few (one seed), the verdict says so.
+
+Verdict words: "reproduced", "partly reproduced", "not reproduced", "not testable here", "not run yet". A claim
+has parts (cost, accuracy, ...); each part gets a word from its rule, and the claim's word combines them
+(``combine``).
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .spec import parse_spec
+from .tables import fmt_pm
+from .tables import verdict as noise_word
+
+REPRODUCED = "reproduced"
+PARTLY = "partly reproduced"
+NOT_REPRODUCED = "not reproduced"
+NOT_TESTABLE = "not testable here"
+NOT_RUN = "not run yet"
+INSUFFICIENT = "insufficient data"  # a part's word only: rows exist but cannot decide (one seed, one point)
+
+# Claim 1: the head's cost against the number of queries N, as a log-log slope between the two largest N.
+LINEAR_MAX_SLOPE = 1.3
+QUADRATIC_MIN_SLOPE = 1.5
+# Claim 2: ML-Decoder with K=100 groups may grow by at most this factor from N_ref to N_max (only its group FC
+# grows), while full decoding (K=N) must grow about linearly (log-log slope above FULL_MIN_SLOPE).
+GROUPS_MAX_GROWTH = 1.5
+FULL_MIN_SLOPE = 0.8
+# Claim 3: tolerance on the paper's figure values, when its rows give no spread (`gmacs_total_std`).
+FIGURE_TOLERANCE = 0.1
+# Claim 7: backbones whose names contain one of these are transformers (token features); the others CNNs.
+TRANSFORMER_MARKERS = ("vit", "deit", "swin", "beit", "eva", "cait", "xcit")
+DEFAULT_GROUPS = 100  # ML-Decoder's K = min(groups, N) when `groups` is not given
+
+PROXY_NOTE = ("CPU-scale proxy: the embedded `scenes` data (synthetic multi-label images) or Fashion-MNIST, a "
+              "tiny timm backbone trained from scratch on this CPU; not the paper's benchmark (COCO, pretrained "
+              "TResNets, GPUs).")
+
+
+# ------------------------------------------------------------------------------------------------ data types
+
+@dataclass
+class Stat:
+    """A metric over seeds: mean, sample std (NaN with one seed) and n."""
+
+    mean: float
+    std: float
+    n: int
+
+    def __str__(self) -> str:
+        return fmt_pm(self.mean, self.std) or "—"
+
+
+@dataclass
+class Part:
+    """One testable part of a claim: its verdict word, why (numbers from rows) and the rule applied."""
+
+    name: str
+    verdict: str
+    why: str
+    rule: str = ""
+
+
+@dataclass
+class Claim:
+    number: int
+    statement: str
+    studies: List[str]
+    paper_figure: str = "—"
+    suite_figure: str = "—"
+    parts: List[Part] = field(default_factory=list)
+    body: List[str] = field(default_factory=list)  # markdown blocks
+    plots: List[str] = field(default_factory=list)  # PNG file names in the out dir
+
+    @property
+    def verdict(self) -> str:
+        return combine(self.parts)
+
+
+def combine(parts: Sequence[Part]) -> str:
+    """A claim's word from its parts' words.
+
+    reproduced: every part reproduced. not reproduced: no part reproduced (fully or partly) and at least one
+    tested. partly reproduced: the rest, including every testable part reproduced while another part could not
+    be tested or was not run. No part decided: not run yet when a part's study is missing, else not testable
+    here (including rows too thin to decide, e.g. one seed).
+    """
+    words = [p.verdict for p in parts]
+    decided = [w for w in words if w in (REPRODUCED, PARTLY, NOT_REPRODUCED)]
+    if not decided:
+        return NOT_RUN if NOT_RUN in words else NOT_TESTABLE
+    if all(w == REPRODUCED for w in words):
+        return REPRODUCED
+    if all(w == NOT_REPRODUCED for w in decided):
+        return NOT_REPRODUCED
+    return PARTLY
+
+
+def _combine_checks(words: Sequence[str]) -> str:
+    """Several checks of one part: all reproduced -> reproduced, none -> not reproduced, else partly; an
+    undecided check makes the part insufficient unless another already failed."""
+    if not words:
+        return INSUFFICIENT
+    if all(w == REPRODUCED for w in words):
+        return REPRODUCED
+    if INSUFFICIENT in words and NOT_REPRODUCED not in words:
+        return INSUFFICIENT
+    if all(w == NOT_REPRODUCED for w in words):
+        return NOT_REPRODUCED
+    return PARTLY
+
+
+# ------------------------------------------------------------------------------------------ numbers and rules
+
+def stat(values) -> Stat:
+    import pandas as pd
+
+    v = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").dropna().astype(float)
+    return Stat(float(v.mean()) if len(v) else math.nan, float(v.std(ddof=1)) if len(v) > 1 else math.nan,
+                len(v))
+
+
+def difference(a: Stat, b: Stat) -> Tuple[float, float, str]:
+    """a - b, its noise (the combined seed spread sqrt(std_a^2 + std_b^2); NaN unless both have 2+ seeds) and
+    ``tables.verdict``'s word for it ("above noise" when larger than twice the noise)."""
+    delta = a.mean - b.mean
+    noise = math.sqrt(a.std ** 2 + b.std ** 2) if a.n > 1 and b.n > 1 else math.nan
+    return delta, noise, noise_word(delta, noise)
+
+
+def not_worse(delta: float, noise: float) -> str:
+    """Rule "keeps accuracy": the candidate (delta = candidate - reference) is within noise or better."""
+    word = noise_word(delta, noise)
+    if word in ("", "no spread (1 seed)"):
+        return INSUFFICIENT
+    return REPRODUCED if word == "within noise" or delta > 0 else NOT_REPRODUCED
+
+
+def improves(delta: float, noise: float) -> str:
+    """Rule "improves": the candidate is better than the reference beyond noise."""
+    word = noise_word(delta, noise)
+    if word in ("", "no spread (1 seed)"):
+        return INSUFFICIENT
+    return REPRODUCED if word == "above noise" and delta > 0 else NOT_REPRODUCED
+
+
+def loglog_slope(xs: Sequence[float], ys: Sequence[float], top: Optional[int] = None) -> float:
+    """Least-squares slope of log y against log x, over the ``top`` largest x (all when None); NaN with fewer
+    than two usable points. Slope 1: linear growth; 2: quadratic."""
+    pts = sorted((float(x), float(y)) for x, y in zip(xs, ys)
+                 if np.isfinite(x) and np.isfinite(y) and x > 0 and y > 0)
+    if top is not None:
+        pts = pts[-top:]
+    if len({x for x, _ in pts}) < 2:
+        return math.nan
+    lx, ly = np.log([x for x, _ in pts]), np.log([y for _, y in pts])
+    return float(np.polyfit(lx, ly, 1)[0])
+
+
+def scaling_rule(slope_linear: float, slope_quadratic: float) -> str:
+    """Claim 1's cost rule: without self-attention the slope stays below LINEAR_MAX_SLOPE, with it above
+    QUADRATIC_MIN_SLOPE (at the top of the measured range)."""
+    if not (np.isfinite(slope_linear) and np.isfinite(slope_quadratic)):
+        return INSUFFICIENT
+    ok = slope_linear < LINEAR_MAX_SLOPE and slope_quadratic > QUADRATIC_MIN_SLOPE
+    return REPRODUCED if ok else NOT_REPRODUCED
+
+
+def groups_rule(growth_k100: float, slope_full: float) -> str:
+    """Claim 2's cost rule: K=100 grows less than GROUPS_MAX_GROWTH x while full decoding grows ~linearly."""
+    if not (np.isfinite(growth_k100) and np.isfinite(slope_full)):
+        return INSUFFICIENT
+    return REPRODUCED if growth_k100 < GROUPS_MAX_GROWTH and slope_full > FULL_MIN_SLOPE else NOT_REPRODUCED
+
+
+# ---------------------------------------------------------------------------------------------- row helpers
+
+def _num(df, col):
+    import pandas as pd
+
+    if col not in df.columns:
+        return pd.Series(np.nan, index=df.index)
+    return pd.to_numeric(df[col], errors="coerce")
+
+
+def ok_rows(df):
+    return df[df["status"].astype(str) == "ok"] if len(df) else df
+
+
+def failed_rows(df):
+    return df[df["status"].astype(str) == "error"] if len(df) else df
+
+
+def accuracy_rows(df):
+    """Rows of trained-and-evaluated cells (they carry a seed), status ok; a cell measured twice (same
+    identifiers) counts once, the latest row."""
+    from .results import KEY_COLUMNS
+
+    ok = ok_rows(df)
+    acc = ok[_num(ok, "seed").notna()]
+    return acc.drop_duplicates([c for c in KEY_COLUMNS if c in acc.columns], keep="last")
+
+
+def cost_points(df):
+    """One row per (backbone, head, img_size, num_classes) of the cost cells (no seed): GMACs and params, and
+    when timed the latency and head time at the smallest batch and the throughput at the largest."""
+    import pandas as pd
+
+    ok = ok_rows(df)
+    cost = ok[_num(ok, "seed").isna() & _num(ok, "gmacs_head").notna()].copy()
+    out = []
+    keys = ["backbone", "head", "img_size", "num_classes"]
+    for c in ("img_size", "num_classes"):
+        cost[c] = _num(cost, c)
+    for k, g in cost.groupby(keys, sort=False):
+        r = dict(zip(keys, k))
+        for c in ("gmacs_head", "gmacs_total", "gmacs_backbone", "params_head", "params_total"):
+            r[c] = float(_num(g, c).dropna().iloc[0]) if _num(g, c).notna().any() else math.nan
+        timed = g[_num(g, "latency_ms_p50").notna()]
+        if len(timed):
+            bs = _num(timed, "batch_size")
+            b1 = timed[bs == bs.min()]
+            bmax = timed[bs == bs.max()]
+            r["latency_ms_b1"] = float(_num(b1, "latency_ms_p50").median())
+            r["head_ms_b1"] = float(_num(b1, "head_ms_p50").median())
+            r["backbone_ms_b1"] = float(_num(b1, "backbone_ms_p50").median())
+            r["throughput_img_s"] = float(_num(bmax, "throughput_img_s").median())
+            r["timing_batch"] = int(bs.max())
+        out.append(r)
+    return pd.DataFrame(out, columns=keys + ["gmacs_head", "gmacs_total", "gmacs_backbone", "params_head",
+                                             "params_total", "latency_ms_b1", "head_ms_b1", "backbone_ms_b1",
+                                             "throughput_img_s", "timing_batch"])
+
+
+def head_options(head: str) -> Tuple[str, dict]:
+    """(name, options) of a head label; a label that does not parse is its own name."""
+    try:
+        spec = parse_spec(str(head))
+        return spec.name, dict(spec.kwargs)
+    except ValueError:
+        return str(head), {}
+
+
+def num_queries(head: str, num_classes: float) -> Optional[int]:
+    """ML-Decoder's K = min(groups, N)."""
+    name, opts = head_options(head)
+    if name != "mldecoder" or not np.isfinite(num_classes):
+        return None
+    return int(min(opts.get("groups", DEFAULT_GROUPS), num_classes))
+
+
+def series_label(head: str, num_classes) -> str:
+    """The head label with full decoding written as ``groups=N``, so one series spans every N."""
+    try:
+        n = int(num_classes)
+    except (TypeError, ValueError):
+        return str(head)
+    return re.sub(rf"\bgroups={n}\b", "groups=N", str(head))
+
+
+def metric_of(rows) -> Optional[str]:
+    for m in ("map", "top1"):
+        if m in rows.columns and _num(rows, m).notna().any():
+            return m
+    return None
+
+
+def _is_plain_mldecoder(opts: dict) -> bool:
+    return (not opts.get("self_attn") and opts.get("queries", "fixed") == "fixed"
+            and not opts.get("query_noise") and not opts.get("random_queries"))
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+
+def _f(v, digits=2, suffix="") -> str:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return "—"
+    if not np.isfinite(v):
+        return "—"
+    return f"{v:.{digits}f}{suffix}"
+
+
+def _signed(v, digits=1) -> str:
+    return "—" if v is None or not np.isfinite(v) else f"{v:+.{digits}f}"
+
+
+def md_table(headers: Sequence[str], rows: Iterable[Sequence]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(str(v) for v in r) + " |")
+    return "\n".join(lines)
+
+
+def _code(s) -> str:
+    return f"`{s}`"
+
+
+def _diff_text(delta, noise, digits=1) -> str:
+    word = noise_word(delta, noise)
+    if not np.isfinite(delta):
+        return "—"
+    if np.isfinite(noise):
+        return f"{delta:+.{digits}f} ± {noise:.{digits}f} ({word})"
+    return f"{delta:+.{digits}f} ({word})"
+
+
+def _proxy_line(rows) -> str:
+    """What the accuracy rows are: dataset, backbone, protocol, epochs, size, seeds (read from the rows)."""
+    if not len(rows):
+        return ""
+    seeds = sorted({int(s) for s in _num(rows, "seed").dropna()})
+    parts = []
+    for (ds, bb, proto, ep, size), _ in rows.groupby(["dataset", "backbone", "protocol", "epochs", "img_size"],
+                                                     sort=False):
+        parts.append(f"{_code(ds)}, {_code(bb)} ({proto}, {int(float(ep))} epochs, {int(float(size))} px)")
+    return ("Accuracy rows (CPU-scale proxy): " + "; ".join(parts) + f"; seeds {', '.join(map(str, seeds))}; "
+            "mean ± std over seeds of the last epoch.")
+
+
+def _plt():
+    from .plots import _plt as plots_plt
+
+    return plots_plt()
+
+
+def _save_png(fig, out_dir: str, name: str) -> str:
+    os.makedirs(out_dir, exist_ok=True)
+    fig.savefig(os.path.join(out_dir, name), dpi=110, bbox_inches="tight", metadata={"Software": None})
+    _plt().close(fig)
+    return name
+
+
+def _bars(out_dir: str, name: str, labels: Sequence[str], stats: Sequence[Stat], ylabel: str, title: str,
+          colors: Optional[Sequence[str]] = None) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(labels)), 4.0))
+    idx = np.arange(len(labels))
+    means = [s.mean for s in stats]
+    errs = [s.std if np.isfinite(s.std) else 0.0 for s in stats]
+    ax.bar(idx, means, yerr=errs, capsize=4, color=colors or "tab:blue")
+    ax.set_xticks(idx)
+    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    return _save_png(fig, out_dir, name)
+
+
+def _short(head: str) -> str:
+    """A head label without the CPU-scale widths, for plot ticks (tables keep the full label)."""
+    from .spec import format_spec
+
+    name, opts = head_options(head)
+    return format_spec(name, {k: v for k, v in opts.items() if k not in ("embed", "ffn", "heads")})
+
+
+def _lines_plot(out_dir: str, name: str, series: Dict[str, Tuple[list, list]], xlabel: str, ylabel: str,
+                title: str) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for label, (xs, ys) in series.items():
+        ax.plot(xs, ys, "o-", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    return _save_png(fig, out_dir, name)
+
+
+# -------------------------------------------------------------------------------------------------- claims
+
+@dataclass
+class Context:
+    studies: Dict[str, object]  # name -> DataFrame, or None when the study file is missing
+    paper: object  # the paper's rows (DataFrame, maybe empty)
+    out_dir: str
+    make_plots: bool = True
+
+
+def _not_run_part(name: str, study: str) -> Part:
+    return Part(name, NOT_RUN, f"`bench study {study}`")
+
+
+def _failures(df) -> str:
+    bad = failed_rows(df)
+    if not len(bad):
+        return ""
+    first = str(bad["error"].dropna().iloc[0])[:200] if bad["error"].notna().any() else ""
+    return f"{len(bad)} row(s) failed (first error: {first})."
+
+
+def claim_self_attention(ctx: Context) -> Claim:
+    """Claim 1: cost vs N with and without self-attention (slopes) and proxy accuracy with and without it."""
+    from .studies import get_study
+
+    st = get_study("self-attention")
+    c = Claim(1, st.statement, ["self-attention"],
+              paper_figure="self-attention makes the head quadratic in N; removing it keeps COCO mAP")
+    df = ctx.studies.get("self-attention")
+    if df is None:
+        c.parts = [_not_run_part("cost", "self-attention"), _not_run_part("accuracy", "self-attention")]
+        return c
+    cost = cost_points(df)
+    cost["series"] = [series_label(h, n) for h, n in zip(cost["head"], cost["num_classes"])]
+    kinds = {}
+    for h, n, s in zip(cost["head"], cost["num_classes"], cost["series"]):
+        name, opts = head_options(h)
+        if name == "mldecoder" and opts.get("groups") == n:
+            kinds[s] = "sa" if opts.get("self_attn") else "no_sa"
+        elif name == "txdec":
+            kinds[s] = "txdec"
+    series = [s for s in dict.fromkeys(cost["series"]) if s in kinds]
+    ns = sorted(cost["num_classes"].dropna().unique())
+    slopes, lat_slopes, slopes_all = {}, {}, {}
+    rows = []
+    for n in ns:
+        r = [f"{int(n)}"]
+        for s in series:
+            g = cost[(cost["series"] == s) & (cost["num_classes"] == n)]
+            r.append(_f(g["gmacs_head"].iloc[0], 3) if len(g) else "—")
+        for s in series:
+            g = cost[(cost["series"] == s) & (cost["num_classes"] == n)]
+            r.append(_f(g["head_ms_b1"].iloc[0], 2) if len(g) else "—")
+        rows.append(r)
+    for s in series:
+        g = cost[cost["series"] == s].sort_values("num_classes")
+        slopes[s] = loglog_slope(g["num_classes"], g["gmacs_head"], top=2)
+        slopes_all[s] = loglog_slope(g["num_classes"], g["gmacs_head"])
+        lat_slopes[s] = loglog_slope(g["num_classes"], g["head_ms_b1"], top=2)
+    top = [int(n) for n in ns[-2:]]
+    rows.append([f"slope, N={'-'.join(map(str, top))}"] + [_f(slopes[s]) for s in series]
+                + [_f(lat_slopes[s]) for s in series])
+    rows.append(["slope, all N"] + [_f(slopes_all[s]) for s in series]
+                + [_f(loglog_slope(cost[cost["series"] == s]["num_classes"],
+                                   cost[cost["series"] == s]["head_ms_b1"])) for s in series])
+    by_kind = {k: s for s, k in kinds.items()}
+    s_no, s_sa = slopes.get(by_kind.get("no_sa"), math.nan), slopes.get(by_kind.get("sa"), math.nan)
+    bbs = ", ".join(_code(b) for b in dict.fromkeys(cost["backbone"]))
+    sizes = ", ".join(str(int(v)) for v in dict.fromkeys(cost["img_size"]))
+    rule = (f"log-log slope of head GMACs against N between the two largest N: reproduced if below "
+            f"{LINEAR_MAX_SLOPE} without self-attention and above {QUADRATIC_MIN_SLOPE} with it (1 = linear, "
+            f"2 = quadratic)")
+    if len(series):
+        lat_no, lat_sa = lat_slopes.get(by_kind.get("no_sa"), math.nan), lat_slopes.get(by_kind.get("sa"), math.nan)
+        why = f"slope {_f(s_no)} without self-attention, {_f(s_sa)} with it, at N={top[0]}-{top[-1]}"
+        if np.isfinite(lat_no) and np.isfinite(lat_sa):
+            agrees = scaling_rule(lat_no, lat_sa) == REPRODUCED
+            why += (f"; head latency (batch 1) slopes {_f(lat_no)} / {_f(lat_sa)}"
+                    f" ({'agrees' if agrees else 'does not agree'}; timings are not part of the rule)")
+        cost_part = Part("cost", scaling_rule(s_no, s_sa), why, rule)
+    else:
+        cost_part = Part("cost", NOT_RUN, "no cost rows: `bench study self-attention`", rule)
+    c.body.append(f"**Cost** on exactly the paper's head ({bbs} at {sizes} px, full decoding K = N, batch 1): head "
+                  "GMACs and head milliseconds against the number of queries N.\n\n"
+                  + md_table(["N"] + [f"GMACs {_code(s)}" for s in series] + [f"ms {_code(s)}" for s in series],
+                             rows))
+    if ctx.make_plots and len(series):
+        c.plots.append(_lines_plot(
+            ctx.out_dir, "claim1_cost_vs_queries.png",
+            {s: (list(cost[cost["series"] == s].sort_values("num_classes")["num_classes"]),
+                 list(cost[cost["series"] == s].sort_values("num_classes")["gmacs_head"])) for s in series},
+            "number of queries N (= classes, full decoding)", "head GMACs per image",
+            "Claim 1: head cost against the number of queries"))
+
+    # accuracy (CPU proxy)
+    acc = accuracy_rows(df)
+    metric = metric_of(acc)
+    arule = ("ML-Decoder without self-attention keeps accuracy if its mean is within noise of the variant with "
+             "self-attention (|difference| <= 2x the combined seed spread) or better")
+    if metric is None:
+        acc_part = Part("accuracy (CPU proxy)", NOT_RUN, "no accuracy rows: `bench study self-attention` "
+                        "(without --cost-only)", arule)
+        acc_summary = ""
+    else:
+        heads = list(dict.fromkeys(acc["head"]))
+        stats = {h: stat(acc[acc["head"] == h][metric]) for h in heads}
+        base = next((h for h in heads if head_options(h)[0] == "mldecoder"
+                     and _is_plain_mldecoder(head_options(h)[1])), None)
+        sa = next((h for h in heads if head_options(h)[0] == "mldecoder" and head_options(h)[1].get("self_attn")), None)
+        rows = []
+        for h in heads:
+            d = difference(stats[base], stats[h]) if base and h != base else (math.nan, math.nan, "")
+            rows.append([_code(h), str(stats[h]), stats[h].n,
+                         _diff_text(*d[:2]) if h != base else "(reference)"])
+        c.body.append(f"**Accuracy** ({metric}, CPU-scale proxy). 'ML-Decoder minus this head': difference of means "
+                      "± combined seed spread.\n\n"
+                      + md_table(["head", f"{metric} (%)", "n", "ML-Decoder minus this head"], rows)
+                      + "\n\n" + _proxy_line(acc))
+        if base and sa:
+            delta, noise, _ = difference(stats[base], stats[sa])
+            acc_part = Part("accuracy (CPU proxy)", not_worse(delta, noise),
+                            f"{metric} {stats[base]} without vs {stats[sa]} with self-attention: "
+                            f"{_diff_text(delta, noise)}", arule)
+        else:
+            acc_part = Part("accuracy (CPU proxy)", INSUFFICIENT, "rows lack ML-Decoder with and without "
+                            "self-attention", arule)
+        acc_summary = (f"; proxy {metric} {stats[base]} vs {stats[sa]} (n={stats[base].n})"
+                       if base and sa else "")
+        if ctx.make_plots:
+            c.plots.append(_bars(ctx.out_dir, "claim1_accuracy.png", [_short(h) for h in heads],
+                                 [stats[h] for h in heads], f"{metric} (%), mean ± std",
+                                 "Claim 1: accuracy with and without self-attention (CPU proxy)"))
+    c.parts = [cost_part, acc_part]
+    c.suite_figure = (f"head GMACs slope at N={top[0]}-{top[-1]}: {_f(s_no)} without, {_f(s_sa)} with "
+                      f"self-attention" if series else "—") + acc_summary
+    fail = _failures(df)
+    if fail:
+        c.body.append(fail)
+    return c
+
+
+def claim_groups(ctx: Context) -> Claim:
+    """Claim 2: head cost against N (classes study) and against K (groups study), proxy accuracy against K."""
+    from .studies import get_study
+
+    st = get_study("classes")
+    c = Claim(2, st.statement, ["classes", "groups"])
+    paper = ctx.paper
+    oi = paper[(paper["dataset"].astype(str) == "openimages") & _num(paper, "map").notna()] if len(paper) else paper
+    if len(oi):
+        r = oi.iloc[0]
+        c.paper_figure = (f"Open Images ({int(float(r['num_classes']))} classes), {r['backbone']} "
+                          f"{_code(r['head'])}: {_f(r['map'], 1)} mAP")
+    parts: List[Part] = []
+    summary = []
+    rule = (f"ML-Decoder with K=100 groups: head GMACs at the largest N over those at N_ref (the smallest N >= 100) "
+            f"below {GROUPS_MAX_GROWTH}x, while full decoding (K = N) grows about linearly (log-log slope above "
+            f"{FULL_MIN_SLOPE})")
+    df = ctx.studies.get("classes")
+    if df is None:
+        parts.append(Part("cost against N", NOT_RUN, "`bench study classes`", rule))
+    else:
+        cost = cost_points(df)
+        cost["series"] = [series_label(h, n) for h, n in zip(cost["head"], cost["num_classes"])]
+        series = list(dict.fromkeys(cost["series"]))
+        ns = sorted(cost["num_classes"].dropna().unique())
+        rows = []
+        for n in ns:
+            r = [str(int(n))]
+            for s in series:
+                g = cost[(cost["series"] == s) & (cost["num_classes"] == n)]
+                r.append(f"{_f(g['gmacs_head'].iloc[0], 3)} / {_f(g['params_head'].iloc[0] / 1e6, 2)} / "
+                         f"{_f(g['head_ms_b1'].iloc[0], 2)}" if len(g) else "—")
+            rows.append(r)
+        bbs = ", ".join(f"{_code(b)} at {int(s)} px" for b, s in
+                        dict.fromkeys(zip(cost["backbone"], cost["img_size"])))
+        c.body.append(f"**Head cost against the number of classes N** (exactly the paper's heads on {bbs}, batch "
+                      "1); each cell: head GMACs / head params (M) / head ms. `groups=N` is full decoding (one "
+                      "query per class); `mldecoder` is the default K = min(100, N).\n\n"
+                      + md_table(["N"] + [_code(s) for s in series], rows))
+        kinds = {}
+        for h, n, s in zip(cost["head"], cost["num_classes"], cost["series"]):
+            name, opts = head_options(h)
+            if name == "mldecoder" and _is_plain_mldecoder(opts):
+                if opts.get("groups") == n:
+                    kinds.setdefault("full", s)
+                elif "groups" not in opts:
+                    kinds.setdefault("k100", s)
+        k100, full = kinds.get("k100"), kinds.get("full")
+        n_ref = next((n for n in ns if n >= DEFAULT_GROUPS), None)
+        n_max = ns[-1] if ns else None
+        if k100 and full and n_ref is not None and n_max is not None and n_max > n_ref:
+            def at(s, n):
+                g = cost[(cost["series"] == s) & (cost["num_classes"] == n)]
+                return float(g["gmacs_head"].iloc[0]) if len(g) else math.nan
+
+            growth = at(k100, n_max) / at(k100, n_ref)
+            full_rows = cost[(cost["series"] == full) & (cost["num_classes"] >= n_ref)]
+            slope_full = loglog_slope(full_rows["num_classes"], full_rows["gmacs_head"])
+            extra = []
+            for s in series:
+                if s in (k100, full):
+                    continue
+                extra.append(f"{_code(s)} {_f(at(s, n_ref), 3)} -> {_f(at(s, n_max), 3)}")
+            why = (f"K=100: {_f(at(k100, n_ref), 3)} -> {_f(at(k100, n_max), 3)} GMACs from N={int(n_ref)} to "
+                   f"{int(n_max)} (x{_f(growth)}, +{_f(at(k100, n_max) - at(k100, n_ref), 3)} GMACs: the group FC); "
+                   f"full decoding {_f(at(full, n_ref), 3)} -> {_f(at(full, n_max), 3)} "
+                   f"(x{_f(at(full, n_max) / at(full, n_ref), 1)}, "
+                   f"slope {_f(slope_full)})" + ("; " + ", ".join(extra) if extra else ""))
+            parts.append(Part("cost against N", groups_rule(growth, slope_full), why, rule))
+            summary.append(f"K=100 head x{_f(growth)} from N={int(n_ref)} to {int(n_max)}; full decoding "
+                           f"x{_f(at(full, n_max) / at(full, n_ref), 1)}")
+        else:
+            parts.append(Part("cost against N", INSUFFICIENT, "needs ML-Decoder K=100 and K=N at two N >= 100",
+                              rule))
+        if ctx.make_plots and series:
+            c.plots.append(_lines_plot(
+                ctx.out_dir, "claim2_cost_vs_classes.png",
+                {s: (list(cost[cost["series"] == s].sort_values("num_classes")["num_classes"]),
+                     list(cost[cost["series"] == s].sort_values("num_classes")["gmacs_head"])) for s in series},
+                "number of classes N", "head GMACs per image", "Claim 2: head cost against the number of classes"))
+        fail = _failures(df)
+        if fail:
+            c.body.append("classes study: " + fail)
+
+    df = ctx.studies.get("groups")
+    crule = "head GMACs do not decrease as K grows (fewer groups cost less)"
+    arule = ("every K is within noise of full decoding (K = N) or better: reproduced; some K worse beyond noise: "
+             "partly; all: not reproduced")
+    if df is None:
+        parts += [Part("cost against K", NOT_RUN, "`bench study groups`", crule),
+                  Part("accuracy against K (CPU proxy)", NOT_RUN, "`bench study groups`", arule)]
+    else:
+        cost = cost_points(df)
+        cost = cost[[head_options(h)[0] == "mldecoder" for h in cost["head"]]].copy()
+        cost["K"] = [num_queries(h, n) for h, n in zip(cost["head"], cost["num_classes"])]
+        cost = cost.sort_values(["num_classes", "K"])
+        if len(cost):
+            rows = [[int(r.num_classes), int(r.K), _code(r.head), _f(r.gmacs_head, 3), _f(r.params_head / 1e6, 2),
+                     _f(r.head_ms_b1, 2)] for r in cost.itertuples()]
+            bbs = ", ".join(f"{_code(b)} at {int(s)} px"
+                            for b, s in dict.fromkeys(zip(cost["backbone"], cost["img_size"])))
+            c.body.append(f"**Head cost against the number of groups K** ({bbs}, batch 1).\n\n"
+                          + md_table(["N", "K", "head", "head GMACs", "head params (M)", "head ms"], rows))
+            mono = all(np.diff(g["gmacs_head"].to_numpy()).min(initial=0) >= 0
+                       for _, g in cost.groupby("num_classes"))
+            lo, hi = cost.iloc[0], cost.iloc[-1]
+            parts.append(Part("cost against K", REPRODUCED if mono else NOT_REPRODUCED,
+                              f"K={int(lo.K)}: {_f(lo.gmacs_head, 3)} GMACs ... K={int(hi.K)}: {_f(hi.gmacs_head, 3)} "
+                              f"GMACs at N={int(hi.num_classes)}", crule))
+        else:
+            parts.append(Part("cost against K", NOT_RUN, "no cost rows: `bench study groups`", crule))
+        acc = accuracy_rows(df)
+        metric = metric_of(acc)
+        if metric is None:
+            parts.append(Part("accuracy against K (CPU proxy)", NOT_RUN, "no accuracy rows: `bench study groups`",
+                              arule))
+        else:
+            acc = acc.copy()
+            acc["K"] = [num_queries(h, float(n)) for h, n in zip(acc["head"], _num(acc, "num_classes"))]
+            heads = sorted(dict.fromkeys(acc["head"]), key=lambda h: (acc[acc["head"] == h]["K"].iloc[0] or 0))
+            stats = {h: stat(acc[acc["head"] == h][metric]) for h in heads}
+            n_cls = int(_num(acc, "num_classes").max())
+            ref = next((h for h in heads if acc[acc["head"] == h]["K"].iloc[0] == n_cls), None)
+            rows, checks, worse = [], [], []
+            for h in heads:
+                k = int(acc[acc["head"] == h]["K"].iloc[0])
+                if ref and h != ref:
+                    d, nz, _ = difference(stats[h], stats[ref])
+                    w = not_worse(d, nz)
+                    checks.append(w)
+                    if w == NOT_REPRODUCED:
+                        worse.append(k)
+                    rows.append([k, _code(h), str(stats[h]), stats[h].n, _diff_text(d, nz)])
+                else:
+                    rows.append([k, _code(h), str(stats[h]), stats[h].n, "(reference: K = N)"])
+            c.body.append(f"**Accuracy against K** ({metric}, CPU-scale proxy, N={n_cls}).\n\n"
+                          + md_table(["K", "head", f"{metric} (%)", "n", "minus full decoding"], rows)
+                          + "\n\n" + _proxy_line(acc))
+            if ref is None:
+                parts.append(Part("accuracy against K (CPU proxy)", INSUFFICIENT, "no full-decoding (K = N) row",
+                                  arule))
+            else:
+                word = _combine_checks(checks)
+                why = (f"{metric} K={min(int(k) for k in acc['K'])}: {stats[heads[0]]}, K=N={n_cls}: {stats[ref]}; "
+                       + (f"worse beyond noise at K = {', '.join(map(str, worse))}" if worse
+                          else "no K worse beyond noise"))
+                if any(w == INSUFFICIENT for w in checks):
+                    why += " (one seed: no spread to judge)"
+                parts.append(Part("accuracy against K (CPU proxy)", word, why, arule))
+                summary.append(f"proxy {metric} K={min(int(k) for k in acc['K'])} {stats[heads[0]]} vs K=N "
+                               f"{stats[ref]}")
+            if ctx.make_plots:
+                c.plots.append(_groups_plot(ctx.out_dir, cost, acc, metric, heads, stats))
+        fail = _failures(df)
+        if fail:
+            c.body.append("groups study: " + fail)
+    c.parts = parts
+    c.suite_figure = "; ".join(summary) or "—"
+    return c
+
+
+def _groups_plot(out_dir, cost, acc, metric, heads, stats) -> str:
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    for n, g in cost.groupby("num_classes"):
+        a1.plot(g["K"], g["gmacs_head"], "o-", label=f"N={int(n)}")
+    a1.set_xscale("log")
+    a1.set_xlabel("groups K")
+    a1.set_ylabel("head GMACs per image")
+    a1.set_title("cost against K", fontsize=9)
+    a1.grid(alpha=0.3, which="both")
+    if len(cost):
+        a1.legend(fontsize=7)
+    ks = [int(acc[acc["head"] == h]["K"].iloc[0]) for h in heads]
+    a2.errorbar(ks, [stats[h].mean for h in heads],
+                yerr=[stats[h].std if np.isfinite(stats[h].std) else 0 for h in heads], fmt="o-", capsize=3)
+    a2.set_xscale("log")
+    a2.set_xlabel("groups K")
+    a2.set_ylabel(f"{metric} (%), mean ± std")
+    a2.set_title("accuracy against K (CPU proxy)", fontsize=9)
+    a2.grid(alpha=0.3, which="both")
+    fig.suptitle("Claim 2: group decoding", fontsize=10)
+    return _save_png(fig, out_dir, "claim2_groups.png")
+
+
+def claim_compute(ctx: Context) -> Claim:
+    """Claim 3: GAP vs ML-Decoder GMACs on the paper's backbones, against the README figure values."""
+    from .studies import get_study
+
+    st = get_study("compute")
+    c = Claim(3, st.statement, ["compute"])
+    paper = ctx.paper
+    flops = paper[_num(paper, "gmacs_total").notna()] if len(paper) else paper
+    figure = paper[(paper["dataset"].astype(str) == "coco2014") & _num(paper, "map").notna()
+                   & paper["source"].astype(str).str.contains("figure")] if len(paper) else paper
+    if len(flops):
+        parts = []
+        for bb, g in flops.groupby("backbone", sort=False):
+            vals = {head_options(h)[0]: _f(v, 1) for h, v in zip(g["head"], _num(g, "gmacs_total"))}
+            parts.append(f"{bb} {vals.get('gap', '—')} -> {vals.get('mldecoder', '—')}")
+        c.paper_figure = "GMACs at 448, GAP -> ML-Decoder: " + ", ".join(parts)
+    rule_cost = (f"this suite's backbone+head GMACs equal the paper's figure values within their reading "
+                 f"tolerance (2x the row's `gmacs_total_std`, else ±{FIGURE_TOLERANCE}) for every value the paper "
+                 f"gives")
+    acc_part = Part("accuracy", NOT_TESTABLE,
+                    "needs COCO 2014 and a GPU (the official checkpoints): `bench run --dataset coco2014 "
+                    "--data-root DIR --protocol eval --checkpoint FILE --backbone tresnet_v2_l --heads mldecoder "
+                    "--img-size 448` then `bench check --baseline results/paper/coco.csv`",
+                    "mAP on COCO against results/paper/coco.csv")
+    df = ctx.studies.get("compute")
+    if df is None:
+        c.parts = [_not_run_part("cost", "compute"), acc_part]
+        return c
+    cost = cost_points(df)
+    cost["kind"] = [head_options(h)[0] for h in cost["head"]]
+    rows, checks, found, summary = [], [], [], []
+    for (bb, size), g in cost.groupby(["backbone", "img_size"], sort=False):
+        gap = g[g["kind"] == "gap"]
+        mld = g[(g["kind"] == "mldecoder")]
+        if not len(gap) or not len(mld):
+            continue
+        gp, ml = gap.iloc[0], mld.iloc[0]
+        pv = {}
+        for kind, ours in (("gap", gp), ("mldecoder", ml)):
+            p = flops[(flops["backbone"].astype(str) == bb) & (_num(flops, "img_size") == size)
+                      & (flops["head"].astype(str) == ours["head"])] if len(flops) else flops
+            if len(p):
+                std = _num(p, "gmacs_total_std").iloc[0] if "gmacs_total_std" in p.columns else math.nan
+                tol = 2 * std if np.isfinite(std) else FIGURE_TOLERANCE
+                pval = float(_num(p, "gmacs_total").iloc[0])
+                ok = abs(ours["gmacs_total"] - pval) <= tol + 1e-9
+                checks.append(REPRODUCED if ok else NOT_REPRODUCED)
+                found.append(f"{bb} {kind} {_f(ours['gmacs_total'])} vs {_f(pval, 1)} "
+                             f"({'within' if ok else 'outside'} ±{_f(tol, 2)})")
+                pv[kind] = _f(pval, 1)
+        extra = ml["gmacs_total"] - gp["gmacs_total"]
+        share = 100 * ml["gmacs_head"] / ml["gmacs_total"]
+        t_share = 100 * ml["head_ms_b1"] / (ml["head_ms_b1"] + ml["backbone_ms_b1"])
+        pf = (figure[(figure["backbone"].astype(str) == bb) & (_num(figure, "img_size") == size)]
+              if len(figure) else figure)
+        pmap = {head_options(h)[0]: _f(v, 1) for h, v in zip(pf["head"], _num(pf, "map"))} if len(pf) else {}
+        rows.append([_code(bb), int(size), _f(gp["gmacs_total"]), _f(ml["gmacs_total"]), "+" + _f(extra, 3),
+                     f"{pv.get('gap', '—')} / {pv.get('mldecoder', '—')}",
+                     f"{pmap.get('gap', '—')} / {pmap.get('mldecoder', '—')}",
+                     _f(ml["params_head"] / 1e6, 2), _f(share, 1, "%"),
+                     f"{_f(gp['latency_ms_b1'], 1)} / {_f(ml['latency_ms_b1'], 1)}", _f(t_share, 1, "%"),
+                     f"{_f(gp['throughput_img_s'], 1)} / {_f(ml['throughput_img_s'], 1)}"])
+        if pv:
+            summary.append(f"{bb} {_f(gp['gmacs_total'])} -> {_f(ml['gmacs_total'])} (+{_f(extra)})")
+    tb = int(cost["timing_batch"].max()) if cost["timing_batch"].notna().any() else 1
+    c.body.append("**Cost on exactly the paper's models** (random weights: cost does not depend on them), 80 "
+                  "classes, batch 1; 'extra' is ML-Decoder's GMACs over GAP's. The paper's figure values are read "
+                  "by eye from the official README figure "
+                  "'COCO mAP vs FLOPs' (its FLOPs are MACs; its TResNet-L is `tresnet_v2_l`).\n\n"
+                  + md_table(["backbone", "px", "GAP GMACs", "ML-Decoder GMACs", "extra", "paper GMACs GAP / MLD",
+                              "paper COCO mAP GAP / MLD", "head params (M)", "head share of GMACs",
+                              "latency b1 GAP / MLD (ms)", "head share of time", f"img/s b{tb} GAP / MLD"], rows))
+    if checks:
+        cost_part = Part("cost", _combine_checks(checks), "; ".join(found), rule_cost)
+    else:
+        cost_part = Part("cost", INSUFFICIENT, "no row matches a paper figure value (backbone, head, size)",
+                         rule_cost)
+    c.parts = [cost_part, acc_part]
+    c.suite_figure = ("GMACs at 448: " + ", ".join(summary)) if summary else "—"
+    if ctx.make_plots and rows:
+        c.plots.append(_compute_plot(ctx.out_dir, cost, flops))
+    fail = _failures(df)
+    if fail:
+        c.body.append(fail)
+    return c
+
+
+def _compute_plot(out_dir, cost, flops) -> str:
+    plt = _plt()
+    keys = list(dict.fromkeys(zip(cost["backbone"], cost["img_size"])))
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(keys)), 4.5))
+    idx = np.arange(len(keys))
+    for off, kind, color in ((-0.2, "gap", "0.6"), (0.2, "mldecoder", "tab:orange")):
+        bb_vals, hd_vals, paper_vals = [], [], []
+        for bb, size in keys:
+            g = cost[(cost["backbone"] == bb) & (cost["img_size"] == size) & (cost["kind"] == kind)]
+            bb_vals.append(float(g["gmacs_backbone"].iloc[0]) if len(g) else 0.0)
+            hd_vals.append(float(g["gmacs_head"].iloc[0]) if len(g) else 0.0)
+            p = flops[(flops["backbone"].astype(str) == bb) & (_num(flops, "img_size") == size)
+                      & (flops["head"].astype(str).map(lambda h: head_options(h)[0]) == kind)] if len(flops) else flops
+            paper_vals.append(float(_num(p, "gmacs_total").iloc[0]) if len(p) else np.nan)
+        ax.bar(idx + off, bb_vals, width=0.4, color=color, label=f"{kind}: backbone")
+        ax.bar(idx + off, hd_vals, width=0.4, bottom=bb_vals, color="tab:red" if kind == "mldecoder" else "k",
+               label=f"{kind}: head")
+        if np.isfinite(paper_vals).any():
+            ax.plot(idx + off, paper_vals, "kx", ms=8, label=f"paper figure ({kind})")
+    ax.set_xticks(idx)
+    ax.set_xticklabels([f"{bb}\n{int(s)} px" for bb, s in keys], fontsize=7)
+    ax.set_ylabel("GMACs per image (backbone + head)")
+    ax.set_title("Claim 3: GAP vs ML-Decoder cost on the paper's backbones", fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7)
+    return _save_png(fig, out_dir, "claim3_compute.png")
+
+
+def claim_backbone_vs_head(ctx: Context) -> Claim:
+    """Claim 4: does the smaller backbone + ML-Decoder beat the larger backbone + GAP (accuracy at lower cost)?"""
+    from .plots import accuracy_points, pareto_front
+    from .studies import get_study
+
+    st = get_study("backbone-vs-head")
+    c = Claim(4, st.statement, ["backbone-vs-head"])
+    paper = ctx.paper
+    if len(paper):
+        fl = paper[_num(paper, "gmacs_total").notna()]
+        fig = paper[(paper["dataset"].astype(str) == "coco2014") & _num(paper, "map").notna()
+                    & paper["source"].astype(str).str.contains("figure")]
+        pts = {}
+        for r in fl.itertuples():
+            m = fig[(fig["backbone"] == r.backbone) & (fig["head"] == r.head)]
+            if len(m):
+                pts[(r.backbone, head_options(r.head)[0])] = (float(r.gmacs_total), float(_num(m, "map").iloc[0]))
+        bbs = sorted({b for b, _ in pts}, key=lambda b: pts.get((b, "gap"), (0, 0))[0])
+        pairs = [f"{s}+MLD {pts[(s, 'mldecoder')][0]:.1f}/{pts[(s, 'mldecoder')][1]:.1f} vs {l}+GAP "
+                 f"{pts[(l, 'gap')][0]:.1f}/{pts[(l, 'gap')][1]:.1f} GMACs/mAP"
+                 for s, l in zip(bbs, bbs[1:]) if (s, "mldecoder") in pts and (l, "gap") in pts]
+        if pairs:
+            c.paper_figure = "; ".join(pairs)
+    rule = ("for each pair of consecutive backbones by GAP cost: the smaller backbone + ML-Decoder is cheaper "
+            "(GMACs) than the larger + GAP and better beyond noise: reproduced; as accurate (within noise) at "
+            "lower cost: partly (a better trade-off, not a win); worse beyond noise: not reproduced")
+    df = ctx.studies.get("backbone-vs-head")
+    if df is None:
+        c.parts = [_not_run_part("speed-accuracy (CPU proxy)", "backbone-vs-head")]
+        return c
+    ok = ok_rows(df)
+    points = accuracy_points(ok) if len(accuracy_rows(df)) else []
+    if not points:
+        c.parts = [Part("speed-accuracy (CPU proxy)", NOT_RUN, "no accuracy rows: `bench study backbone-vs-head`",
+                        rule)]
+        return c
+    metric = points[0]["metric"]
+    acc = accuracy_rows(df)
+    for p in points:
+        g = acc[(acc["backbone"] == p["backbone"]) & (acc["head"] == p["head"])]
+        p["stat"] = stat(g[metric])
+        p["kind"] = head_options(p["head"])[0]
+    xs = [p["gmacs"] for p in points]
+    ys = [p["acc"] for p in points]
+    front = set(pareto_front(xs, ys))
+    has_thr = any(np.isfinite(p["throughput"]) for p in points)
+    front_thr = set(pareto_front([p["throughput"] for p in points], ys, higher_x_better=True)) if has_thr else set()
+    rows = [[_code(p["backbone"]), _code(p["head"]), int(p["img_size"]), _f(p["gmacs"], 3), _f(p["throughput"], 1),
+             str(p["stat"]), p["stat"].n, "yes" if i in front else "no",
+             ("yes" if i in front_thr else "no") if has_thr else "—"] for i, p in enumerate(points)]
+    c.body.append(f"**Speed-accuracy** ({metric}, CPU-scale proxy; GMACs per image at the training size; throughput "
+                  "at the largest timed batch).\n\n"
+                  + md_table(["backbone", "head", "px", "GMACs", "img/s", f"{metric} (%)", "n",
+                              "Pareto (GMACs)", "Pareto (img/s)"], rows) + "\n\n" + _proxy_line(acc))
+    gap_cost = {p["backbone"]: p["gmacs"] for p in points if p["kind"] == "gap"}
+    order = sorted(gap_cost, key=gap_cost.get)
+    checks, why, summary = [], [], []
+    for small, large in zip(order, order[1:]):
+        sm = next((p for p in points if p["backbone"] == small and p["kind"] == "mldecoder"), None)
+        lg = next((p for p in points if p["backbone"] == large and p["kind"] == "gap"), None)
+        if sm is None or lg is None:
+            continue
+        d, nz, _ = difference(sm["stat"], lg["stat"])
+        cheaper = sm["gmacs"] < lg["gmacs"]
+        better = improves(d, nz)
+        if not cheaper:
+            w = NOT_TESTABLE
+        elif better == REPRODUCED:
+            w = REPRODUCED
+        elif better == INSUFFICIENT:
+            w = INSUFFICIENT
+        else:
+            w = PARTLY if not_worse(d, nz) == REPRODUCED else NOT_REPRODUCED
+        checks.append(w)
+        faster = ""
+        if np.isfinite(sm["throughput"]) and np.isfinite(lg["throughput"]):
+            faster = f", {_f(sm['throughput'], 1)} vs {_f(lg['throughput'], 1)} img/s"
+        why.append(f"{small} + ML-Decoder {_f(sm['gmacs'], 3)} GMACs{faster}, {metric} {sm['stat']} vs {large} + "
+                   f"GAP {_f(lg['gmacs'], 3)} GMACs, {lg['stat']}: {_diff_text(d, nz)}"
+                   + ("" if cheaper else " (not cheaper: no trade-off to test)"))
+        summary.append(f"{small}+MLD {_f(sm['gmacs'], 3)} GMACs / {sm['stat']} vs {large}+GAP "
+                       f"{_f(lg['gmacs'], 3)} / {lg['stat']} {metric}")
+    decided = [w for w in checks if w != NOT_TESTABLE]
+    word = _combine_checks(decided) if decided else INSUFFICIENT
+    if decided and all(w == PARTLY for w in decided):
+        word = PARTLY
+    c.parts = [Part("speed-accuracy (CPU proxy)", word, "; ".join(why) or "needs GAP and ML-Decoder on two backbones",
+                    rule)]
+    c.suite_figure = "; ".join(summary) or "—"
+    if ctx.make_plots:
+        from .plots import plot_pareto
+
+        for x, name in (("gmacs", "claim4_pareto_gmacs"), ("throughput", "claim4_pareto_throughput")):
+            if x == "throughput" and not has_thr:
+                continue
+            plot_pareto(points, x, ctx.out_dir, name, f"Claim 4: {metric} against "
+                        f"{'GMACs' if x == 'gmacs' else 'throughput'} (CPU proxy)", exts=("png",))
+            c.plots.append(name + ".png")
+    fail = _failures(df)
+    if fail:
+        c.body.append(fail)
+    return c
+
+
+def claim_queries(ctx: Context) -> Claim:
+    """Claim 5: fixed random queries against learnable ones (and word queries)."""
+    from .studies import get_study
+
+    st = get_study("queries")
+    c = Claim(5, st.statement, ["queries"], paper_figure="frozen random queries = learnable ones (COCO ablation)")
+    rule = "fixed queries are within noise of learnable ones or better"
+    df = ctx.studies.get("queries")
+    if df is None:
+        c.parts = [_not_run_part("fixed vs learnable (CPU proxy)", "queries")]
+        return c
+    acc = accuracy_rows(df)
+    metric = metric_of(acc)
+    if metric is None:
+        c.parts = [Part("fixed vs learnable (CPU proxy)", NOT_RUN, "no accuracy rows: `bench study queries`", rule)]
+        return c
+    heads = list(dict.fromkeys(acc["head"]))
+    kinds = {h: head_options(h)[1].get("queries", "fixed") for h in heads if head_options(h)[0] == "mldecoder"}
+    stats = {h: stat(acc[acc["head"] == h][metric]) for h in heads}
+    fixed = next((h for h, k in kinds.items() if k == "fixed" and _is_plain_mldecoder(head_options(h)[1])), None)
+    rows = []
+    for h in heads:
+        d = difference(stats[h], stats[fixed]) if fixed and h != fixed else None
+        rows.append([kinds.get(h, head_options(h)[0]), _code(h), str(stats[h]), stats[h].n,
+                     _diff_text(*d[:2]) if d else "(reference)"])
+    c.body.append(f"**Accuracy by kind of queries** ({metric}, CPU-scale proxy).\n\n"
+                  + md_table(["queries", "head", f"{metric} (%)", "n", "minus fixed"], rows) + "\n\n"
+                  + _proxy_line(acc) + " Word queries (class names embedded by a sentence model) are shown for "
+                  "reference; claim 6 tests changing them at inference.")
+    learn = next((h for h, k in kinds.items() if k == "learnable"), None)
+    if fixed and learn:
+        d, nz, _ = difference(stats[fixed], stats[learn])
+        c.parts = [Part("fixed vs learnable (CPU proxy)", not_worse(d, nz),
+                        f"{metric} fixed {stats[fixed]} vs learnable {stats[learn]}: {_diff_text(d, nz)}", rule)]
+        c.suite_figure = f"proxy {metric}: fixed {stats[fixed]} vs learnable {stats[learn]} (n={stats[fixed].n})"
+    else:
+        c.parts = [Part("fixed vs learnable (CPU proxy)", INSUFFICIENT, "rows lack fixed or learnable queries", rule)]
+    if ctx.make_plots:
+        c.plots.append(_bars(ctx.out_dir, "claim5_queries.png", [kinds.get(h, h) for h in heads],
+                             [stats[h] for h in heads], f"{metric} (%), mean ± std",
+                             "Claim 5: fixed vs learnable vs word queries (CPU proxy)"))
+    fail = _failures(df)
+    if fail:
+        c.body.append(fail)
+    return c
+
+
+def claim_zsl(ctx: Context) -> Claim:
+    """Claim 6: word queries on held-out classes against a random-embedding control; query augmentations."""
+    from .studies import get_study
+
+    st = get_study("zsl")
+    c = Claim(6, st.statement, ["zsl"])
+    paper = ctx.paper
+    zs = paper[_num(paper, "zsl_map").notna()] if len(paper) else paper
+    if len(zs):
+        src = str(zs.iloc[0]["source"])
+        m = re.search(r"prior methods ([\d.]+ - [\d.]+)", src)
+        c.paper_figure = (f"{zs.iloc[0]['dataset']} ZSL mAP {_f(_num(zs, 'zsl_map').iloc[0], 1)}"
+                          + (f" (prior methods {m.group(1)})" if m else "") + "; augmentations said to help")
+    grule = ("word queries' ZSL mAP on the held-out classes is above the random-embedding control (same head, "
+             "class names replaced by random vectors: the measured chance level) beyond noise")
+    arule = ("each augmentation (query noise, random queries) improves ZSL mAP over plain word queries beyond "
+             "noise: all -> reproduced, some -> partly, none -> not reproduced")
+    df = ctx.studies.get("zsl")
+    if df is None:
+        c.parts = [_not_run_part("generalises to unseen classes (CPU proxy)", "zsl"),
+                   _not_run_part("query augmentation helps (CPU proxy)", "zsl")]
+        return c
+    acc = accuracy_rows(df)
+    acc = acc[_num(acc, "zsl_map").notna()]
+    if not len(acc):
+        c.parts = [Part("generalises to unseen classes (CPU proxy)", NOT_RUN, "no ZSL rows: `bench study zsl`", grule),
+                   Part("query augmentation helps (CPU proxy)", NOT_RUN, "no ZSL rows: `bench study zsl`", arule)]
+        return c
+    rows, stats = [], {}
+    for (ds, h), g in acc.groupby(["dataset", "head"], sort=False):
+        stats[(ds, h)] = (stat(g["zsl_map"]), stat(g["gzsl_map"]))
+    names = {}
+    for (ds, h) in stats:
+        opts = head_options(h)[1]
+        aug = []
+        if opts.get("query_noise"):
+            aug.append(f"noise {opts['query_noise']}")
+        if opts.get("random_queries"):
+            aug.append(f"{opts['random_queries']} random queries")
+        is_ctrl = head_options(ds)[1].get("embeddings") == "random"
+        names[(ds, h)] = ("control: random embeddings" if is_ctrl else "word queries") + \
+            (" + " + " + ".join(aug) if aug else "")
+    plain = next((k for k in stats if names[k] == "word queries"), None)
+    ctrl = next((k for k in stats if names[k] == "control: random embeddings"), None)
+    for k, (z, gz) in stats.items():
+        d = difference(z, stats[plain][0]) if plain and k != plain else None
+        rows.append([names[k], _code(k[1]), _code(k[0]), str(z), str(gz), z.n,
+                     _diff_text(*d[:2]) if d else "(reference)"])
+    c.body.append("**Zero-shot** (CPU-scale proxy: `scenes` with 8 classes held out of training; ZSL mAP over the "
+                  "held-out classes, GZSL over all).\n\n"
+                  + md_table(["variant", "head", "dataset", "ZSL mAP (%)", "GZSL mAP (%)", "n",
+                              "ZSL minus plain word queries"], rows) + "\n\n" + _proxy_line(acc))
+    parts, summary = [], []
+    if plain and ctrl:
+        d, nz, _ = difference(stats[plain][0], stats[ctrl][0])
+        parts.append(Part("generalises to unseen classes (CPU proxy)", improves(d, nz),
+                          f"ZSL mAP {stats[plain][0]} with word queries vs {stats[ctrl][0]} for the control: "
+                          f"{_diff_text(d, nz)}", grule))
+        summary.append(f"ZSL mAP {stats[plain][0]} vs control {stats[ctrl][0]}")
+    else:
+        parts.append(Part("generalises to unseen classes (CPU proxy)", INSUFFICIENT,
+                          "needs word queries and the random-embedding control", grule))
+    augs = [k for k in stats if k not in (plain, ctrl) and not names[k].startswith("control")]
+    if plain and augs:
+        checks, why = [], []
+        for k in augs:
+            d, nz, _ = difference(stats[k][0], stats[plain][0])
+            checks.append(improves(d, nz))
+            why.append(f"{names[k]}: {_diff_text(d, nz)}")
+        parts.append(Part("query augmentation helps (CPU proxy)", _combine_checks(checks), "; ".join(why), arule))
+        best = max(augs, key=lambda k: stats[k][0].mean)
+        summary.append(f"best augmentation {_signed(stats[best][0].mean - stats[plain][0].mean)}")
+    else:
+        parts.append(Part("query augmentation helps (CPU proxy)", INSUFFICIENT,
+                          "needs plain and augmented word queries", arule))
+    c.parts = parts
+    c.suite_figure = "; ".join(summary) or "—"
+    if ctx.make_plots:
+        keys = list(stats)
+        c.plots.append(_bars(ctx.out_dir, "claim6_zsl.png", [names[k] for k in keys], [stats[k][0] for k in keys],
+                             "ZSL mAP on held-out classes (%), mean ± std",
+                             "Claim 6: zero-shot with word queries (CPU proxy)",
+                             colors=["0.6" if names[k].startswith("control") else "tab:blue" for k in keys]))
+    fail = _failures(df)
+    if fail:
+        c.body.append(fail)
+    return c
+
+
+def claim_drop_in(ctx: Context) -> Claim:
+    """Claim 7: ML-Decoder not worse than GAP on a CNN and a ViT, multi- and single-label, two resolutions."""
+    from .studies import get_study
+
+    st = get_study("drop-in")
+    c = Claim(7, st.statement, ["drop-in"])
+    paper = ctx.paper
+    if len(paper):
+        inet = paper[_num(paper, "top1").notna()]
+        voc = paper[(paper["dataset"].astype(str) == "voc2007") & _num(paper, "map").notna()]
+        bits = []
+        if len(inet):
+            v = {head_options(h)[0]: _f(t, 1) for h, t in zip(inet["head"], _num(inet, "top1"))}
+            bits.append(f"ImageNet top-1 {v.get('mldecoder', '—')} vs GAP {v.get('gap', '—')} (ResNet50)")
+        if len(voc):
+            bits.append(f"VOC mAP {_f(_num(voc, 'map').iloc[0], 1)}")
+        if bits:
+            c.paper_figure = "; ".join(bits) + "; 224-640 px"
+    rule = ("ML-Decoder is within noise of GAP or better in every setting (backbone, dataset, size), and the rows "
+            "cover a CNN and a transformer, multi-label (mAP) and single-label (top-1), and two resolutions: "
+            "reproduced; some settings: partly; none: not reproduced")
+    df = ctx.studies.get("drop-in")
+    if df is None:
+        c.parts = [_not_run_part("drop-in (CPU proxy)", "drop-in")]
+        return c
+    acc = accuracy_rows(df)
+    if not len(acc):
+        c.parts = [Part("drop-in (CPU proxy)", NOT_RUN, "no accuracy rows: `bench study drop-in`", rule)]
+        return c
+    rows, checks, covered = [], [], dict(cnn=False, transformer=False, map=False, top1=False)
+    sizes, summary_ok, n_set = set(), 0, 0
+    plot_labels, plot_stats, plot_colors = [], [], []
+    for (bb, ds, size), g in acc.groupby(["backbone", "dataset", "img_size"], sort=False):
+        metric = metric_of(g)
+        if metric is None:
+            continue
+        gap = [h for h in dict.fromkeys(g["head"]) if head_options(h)[0] == "gap"]
+        mld = [h for h in dict.fromkeys(g["head"]) if head_options(h)[0] == "mldecoder"]
+        if not gap or not mld:
+            continue
+        sg, sm = stat(g[g["head"] == gap[0]][metric]), stat(g[g["head"] == mld[0]][metric])
+        d, nz, _ = difference(sm, sg)
+        w = not_worse(d, nz)
+        checks.append(w)
+        n_set += 1
+        summary_ok += w == REPRODUCED
+        kind = "transformer" if any(m in str(bb).lower() for m in TRANSFORMER_MARKERS) else "cnn"
+        covered[kind] = True
+        covered[metric] = True
+        sizes.add(int(size))
+        rows.append([_code(bb), kind.upper() if kind == "cnn" else "ViT", _code(ds), int(size), metric, str(sg),
+                     str(sm), sm.n, _diff_text(d, nz)])
+        label = f"{bb} {int(size)}px {head_options(ds)[0]}"
+        plot_labels += [f"{label}\nGAP", f"{label}\nML-Decoder"]
+        plot_stats += [sg, sm]
+        plot_colors += ["0.6", "tab:orange"]
+    c.body.append("**ML-Decoder as a drop-in head** (CPU-scale proxy): each setting trains GAP and ML-Decoder on the "
+                  "same backbone and data.\n\n"
+                  + md_table(["backbone", "kind", "dataset", "px", "metric", "GAP (%)", "ML-Decoder (%)", "n",
+                              "ML-Decoder minus GAP"], rows) + "\n\n" + _proxy_line(acc))
+    missing = [k for k, v in covered.items() if not v] + (["two resolutions"] if len(sizes) < 2 else [])
+    failed = failed_rows(df)
+    failed_mld = failed[[head_options(h)[0] == "mldecoder" for h in failed["head"]]] if len(failed) else failed
+    word = _combine_checks(checks)
+    why = f"ML-Decoder not worse than GAP in {summary_ok} of {n_set} settings"
+    if missing:
+        why += "; not covered: " + ", ".join(missing)
+        if word == REPRODUCED:
+            word = PARTLY
+    if len(failed_mld):
+        why += f"; {len(failed_mld)} ML-Decoder row(s) failed"
+        if word == REPRODUCED:
+            word = PARTLY
+    if INSUFFICIENT in checks:
+        why += " (one seed somewhere: no spread to judge)"
+    c.parts = [Part("drop-in (CPU proxy)", word, why, rule)]
+    kinds = " + ".join(k for k, label in (("CNN", "cnn"), ("ViT", "transformer")) if covered[label])
+    metrics = " + ".join(m for m in ("map", "top1") if covered[m])
+    c.suite_figure = (f"not worse than GAP in {summary_ok}/{n_set} settings ({kinds}; {metrics}; "
+                      f"{', '.join(map(str, sorted(sizes)))} px)")
+    if ctx.make_plots and plot_stats:
+        c.plots.append(_bars(ctx.out_dir, "claim7_drop_in.png", plot_labels, plot_stats,
+                             "accuracy (%), mean ± std (mAP or top-1)", "Claim 7: GAP vs ML-Decoder per setting "
+                             "(CPU proxy)", colors=plot_colors))
+    fail = _failures(df)
+    if fail:
+        c.body.append(fail)
+    return c
+
+
+CLAIMS = (claim_self_attention, claim_groups, claim_compute, claim_backbone_vs_head, claim_queries, claim_zsl,
+          claim_drop_in)
+
+
+# ------------------------------------------------------------------------------------------------- the report
+
+def load_studies(results_dir: str) -> Dict[str, object]:
+    """name -> rows of ``<results_dir>/study-<name>.csv`` (None when the file is missing or empty)."""
+    from .results import read_results
+    from .studies import get_study, list_studies
+
+    out = {}
+    for name in sorted(list_studies(), key=lambda n: (get_study(n).claim, n)):
+        path = os.path.join(results_dir, f"study-{name}.csv")
+        out[name] = read_results([path]) if os.path.isfile(path) and os.path.getsize(path) > 0 else None
+    return out
+
+
+def load_paper(paper_dir: Optional[str]):
+    """The paper's figures as rows (every CSV in ``paper_dir``); empty when there is none."""
+    import pandas as pd
+
+    from .results import COLUMNS, read_results
+
+    if not paper_dir or not os.path.isdir(paper_dir):
+        return pd.DataFrame(columns=COLUMNS)
+    df = read_results([paper_dir])
+    return df
+
+
+def _show_path(p: str) -> str:
+    if not os.path.isabs(p):
+        return os.path.normpath(p)
+    rel = os.path.relpath(p)
+    return rel if not rel.startswith("..") else p
+
+
+def _environment(studies: Dict[str, object]) -> str:
+    rows = []
+    fields = ("cpu", "gpu", "threads", "torch_version", "timm_version", "bench_version", "git_commit")
+    seen = {f: [] for f in fields}
+    for name, df in studies.items():
+        if df is None:
+            rows.append([name, "—", "—", "—", "—"])
+            continue
+        ok, bad = len(ok_rows(df)), len(failed_rows(df))
+        ts = sorted(str(t)[:10] for t in df["timestamp"].dropna().astype(str) if t and t != "nan")
+        dates = (ts[0] if ts[0] == ts[-1] else f"{ts[0]} to {ts[-1]}") if ts else "—"
+        commits = ", ".join(sorted({str(v) for v in df["git_commit"].dropna().astype(str)})) or "—"
+        rows.append([name, ok, bad, dates, commits])
+        for f in fields:
+            for v in df[f].dropna():
+                s = str(int(v)) if f == "threads" and isinstance(v, (int, float)) else str(v)
+                if s and s != "nan" and s not in seen[f]:
+                    seen[f].append(s)
+    labels = dict(cpu="CPU", gpu="GPU", threads="torch threads", torch_version="torch", timm_version="timm",
+                  bench_version="headbench", git_commit="git commit")
+    env = [f"- {labels[f]}: {', '.join(seen[f])}" for f in fields if seen[f]]
+    return ("Taken from the rows' environment columns:\n\n" + "\n".join(env) + "\n\n"
+            + md_table(["study", "rows ok", "rows failed", "dates", "commit"], rows))
+
+
+def render(claims: Sequence[Claim], studies: Dict[str, object], commands: Dict[str, str]) -> str:
+    """The README text."""
+    out = ["# ML-Decoder's claims, tested by headbench", "",
+           "Each claim of *ML-Decoder: Scalable and Versatile Classification Head* (Ridnik et al., WACV 2023) "
+           "with the paper's figure, this suite's figure, the rows behind it and a verdict computed by the rule "
+           "written next to it. Cost claims are measured on exactly the paper's models (random weights: MACs, "
+           "params and latency do not depend on them). Accuracy claims are tested on the " + PROXY_NOTE + " Every "
+           "accuracy table says which rows it shows. A proxy verdict says whether the claim holds at that scale, "
+           "not whether the "
+           "paper's numbers reproduce.", "",
+           "This file is generated by `bench report`, a pure function of the result files: it runs no model. "
+           "Every number below comes from a row.", "",
+           "## How this report was made", "", "```"]
+    for name in studies:
+        out.append(f"bench study {name}" + ("" if studies.get(name) is not None else "    # not run yet"))
+    out += [commands["report"], "```", "",
+            f"The study files used are copied to `{commands['copied']}`; to rebuild this report from them: "
+            f"`{commands['regenerate']}`.", "", "## Environment", "", _environment(studies), "",
+            "## Summary", "",
+            "Verdicts: *reproduced* (every part of the claim holds by its rule), *partly reproduced* (some parts "
+            "hold, or the rest cannot be tested here), *not reproduced* (no tested part holds), *not testable "
+            "here* (needs data or hardware this machine lacks), *not run yet* (the study's rows are missing). A "
+            "difference is *above noise* when it exceeds twice the combined seed spread "
+            "(sqrt(std_a² + std_b²)); with one seed there is no spread and nothing is decided.", ""]
+    summary = [[f"[{c.number}](#claim-{c.number})", c.statement, c.paper_figure, c.suite_figure,
+                f"**{c.verdict}**"] for c in claims]
+    out += [md_table(["claim", "statement", "paper's figure", "this suite's figure", "verdict"], summary), ""]
+    from .studies import get_study
+
+    for c in claims:
+        out += [f"<a id=\"claim-{c.number}\"></a>", f"## Claim {c.number}: {c.statement}", ""]
+        for name in c.studies:
+            st = get_study(name)
+            out += [f"**The paper** ({_code('bench study ' + name)}): {st.paper}", ""]
+            if st.notes:
+                out += [f"*About this study:* {st.notes}", ""]
+        missing = [n for n in c.studies if studies.get(n) is None]
+        if missing:
+            out += ["**Not run yet:** " + ", ".join(f"`bench study {n}`" for n in missing), ""]
+        out += [f"**This suite:** {c.suite_figure}", ""]
+        for block in c.body:
+            out += [block, ""]
+        for p in c.plots:
+            out += [f"![claim {c.number}]({p})", ""]
+        out += [f"**Verdict: {c.verdict}.**", ""]
+        for p in c.parts:
+            out.append(f"- {p.name}: **{p.verdict}**: {p.why}" + (f" *Rule:* {p.rule}." if p.rule else ""))
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def build_report(results_dir: str = "results/runs", out_dir: str = "reports/paper",
+                 paper_dir: Optional[str] = "results/paper", make_plots: bool = True) -> Dict[str, object]:
+    """Write ``<out_dir>/README.md``, its PNGs and copies of the study files used (``<out_dir>/results/``).
+
+    Returns ``dict(readme=path, plots=[...], copied=[...], verdicts={claim: word})``. Raises ValueError when the
+    results dir does not exist.
+    """
+    if not os.path.isdir(results_dir):
+        raise ValueError(f"no results dir {results_dir!r}: run `bench study NAME` first (or pass --results-dir)")
+    studies = load_studies(results_dir)
+    paper = load_paper(paper_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    ctx = Context(studies, paper, out_dir, make_plots)
+    claims = [fn(ctx) for fn in CLAIMS]
+    copy_dir = os.path.join(out_dir, "results")
+    copied = []
+    for name, df in studies.items():
+        if df is None:
+            continue
+        src = os.path.join(results_dir, f"study-{name}.csv")
+        dst = os.path.join(copy_dir, f"study-{name}.csv")
+        os.makedirs(copy_dir, exist_ok=True)
+        if not (os.path.exists(dst) and os.path.samefile(src, dst)):
+            shutil.copyfile(src, dst)
+        copied.append(dst)
+    out_show = _show_path(out_dir)
+    cmd = ["bench report"]
+    if _show_path(results_dir) != os.path.normpath("results/runs"):
+        cmd.append(f"--results-dir {_show_path(results_dir)}")
+    if out_show != os.path.normpath("reports/paper"):
+        cmd.append(f"--out {out_show}")
+    if paper_dir and _show_path(paper_dir) != os.path.normpath("results/paper"):
+        cmd.append(f"--paper {_show_path(paper_dir)}")
+    regen = f"bench report --results-dir {os.path.join(out_show, 'results')}"
+    if out_show != os.path.normpath("reports/paper"):
+        regen += f" --out {out_show}"
+    commands = dict(report=" ".join(cmd), copied=os.path.join(out_show, "results") + "/", regenerate=regen)
+    text = render(claims, studies, commands)
+    readme = os.path.join(out_dir, "README.md")
+    with open(readme, "w") as f:
+        f.write(text)
+    return dict(readme=readme, plots=[os.path.join(out_dir, p) for c in claims for p in c.plots], copied=copied,
+                verdicts={c.number: c.verdict for c in claims})

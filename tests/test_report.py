@@ -1,0 +1,425 @@
+"""`bench report`: the claims report renders from a fixture results folder into a golden text, its verdict rules
+decide synthetic rows as documented, missing studies say "not run yet", and it never imports torch or timm.
+
+Regenerate the golden after an intended change: UPDATE_GOLDEN=1 pytest tests/test_report.py
+"""
+import csv
+import math
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from bench import report as rp
+from bench.cli import main
+from bench.heads import canonical_head_spec
+from bench.results import COLUMNS
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "report.md")
+SMALL = "embed=128, ffn=512, heads=4"
+ENV = dict(status="ok", torch_version="2.0.0", timm_version="1.0.0", bench_version="0.1.0", cpu="Fixture CPU",
+           gpu="", threads=4, world_size="", git_commit="abc1234", hostname="fixture", source="")
+
+
+# --------------------------------------------------------------------------------------------- fixture rows
+
+def _write(path, rows, extra_columns=()):
+    columns = list(COLUMNS) + [c for c in extra_columns if c not in COLUMNS]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+
+
+def cost_row(study, backbone, head, size, n, gmacs_bb, gmacs_head, params_head, head_ms=None, bb_ms=None,
+             batch_size=1, day=1):
+    r = dict(run_id=f"study-{study}", backbone=backbone, head=canonical_head_spec(head), img_size=size,
+             num_classes=n, batch_size=batch_size, device="cpu", dtype="fp32", channels_last=False, compile=False,
+             gmacs_backbone=gmacs_bb, gmacs_head=gmacs_head, gmacs_total=gmacs_bb + gmacs_head,
+             params_head=params_head, params_total=params_head + 30e6, **ENV,
+             timestamp=f"2025-01-0{day}T10:00:00")
+    if head_ms is not None:
+        r.update(head_ms_p50=head_ms, backbone_ms_p50=bb_ms, latency_ms_p50=head_ms + bb_ms,
+                 throughput_img_s=batch_size * 1000.0 / (head_ms + bb_ms))
+    return r
+
+
+def acc_row(study, backbone, head, size, n, dataset, seed, metric_values, gmacs=0.1, day=2):
+    return dict(run_id=f"study-{study}", backbone=backbone, head=canonical_head_spec(head), img_size=size,
+                num_classes=n, device="cpu", dtype="fp32", channels_last=False, compile=False, dataset=dataset,
+                protocol="finetune", epochs=5, seed=seed, gmacs_total=gmacs, gmacs_head=gmacs / 10, params_head=1e5, **metric_values, **ENV,
+                timestamp=f"2025-01-0{day}T12:00:00")
+
+
+def seeds_rows(study, backbone, head, size, n, dataset, values, metric="map", gmacs=0.1, extra=None):
+    """One row per seed; ``values`` are the metric per seed (``extra``: other metrics per seed)."""
+    rows = []
+    for seed, v in enumerate(values):
+        m = {metric: v}
+        for k, vs in (extra or {}).items():
+            m[k] = vs[seed]
+        rows.append(acc_row(study, backbone, head, size, n, dataset, seed, m, gmacs))
+    return rows
+
+
+def self_attention_rows(quadratic=True):
+    rows = []
+    for n in (80, 400, 1000, 2000, 5000, 10000):
+        lin = 0.31 + 0.0058 * n
+        sa = lin + (1.536e-6 * n * n if quadratic else 0.0)
+        for head, g, ms in ((f"mldecoder(groups={n})", lin, lin * 2), (f"mldecoder(groups={n}, self_attn=True)", sa,
+                            sa * 2), ("txdec", sa + 0.1, sa * 2 + 0.2)):
+            rows.append(cost_row("self-attention", "tresnet_m", head, 448, n, 22.9356, g, 7.2e6, ms, 140.0))
+    for head, vals in ((f"mldecoder({SMALL})", [61.0, 62.0, 63.0]),
+                       (f"mldecoder({SMALL}, self_attn=True)", [61.5, 62.5, 61.0]),
+                       (f"txdec({SMALL})", [58.0, 59.0, 60.0])):
+        rows += seeds_rows("self-attention", "test_resnet", head, 96, 48, "scenes", vals)
+    return rows
+
+
+def classes_rows():
+    rows = []
+    for n in (80, 1000, 5000, 9605, 20000):
+        k = min(100, n)
+        full = 0.12 + 0.0056 * n
+        rows += [cost_row("classes", "tresnet_m", "gap", 224, n, 5.7345, 2048 * n / 1e9, 2049.0 * n, 0.01, 40.0),
+                 cost_row("classes", "tresnet_m", "txdec", 224, n, 5.7345, full + 1.536e-6 * n * n, 8e6, 1.0, 40.0),
+                 cost_row("classes", "tresnet_m", f"mldecoder(groups={n})", 224, n, 5.7345, full, 7e6, 2.0, 40.0),
+                 cost_row("classes", "tresnet_m", "mldecoder", 224, n, 5.7345, 0.12 + 0.0056 * k + 768 * n / 1e9,
+                          7e6 + 768 * n, 2.0, 40.0)]
+    return rows
+
+
+def groups_rows():
+    rows = []
+    for k in (1, 5, 10, 20, 50, 100, 1000):
+        head = "mldecoder" if k == 100 else f"mldecoder(groups={k})"
+        rows.append(cost_row("groups", "tresnet_m", head, 448, 1000, 22.9356, 0.31 + 0.0058 * k + 0.00077, 7e6,
+                             1.0 + k / 100, 140.0))
+    for k, vals in ((1, [55.0, 56.0, 57.0]), (5, [59.0, 60.0, 61.0]), (10, [60.0, 61.0, 62.0]),
+                    (20, [60.5, 61.5, 62.5]), (48, [61.0, 62.0, 63.0])):
+        rows += seeds_rows("groups", "test_resnet", f"mldecoder({SMALL}, groups={k})", 96, 48, "scenes", vals)
+    return rows
+
+
+def compute_rows():
+    rows = []
+    bb = {("tresnet_m", 224): 5.7345, ("tresnet_m", 448): 22.9356, ("tresnet_v2_l", 448): 35.2419,
+          ("tresnet_l", 448): 43.5}
+    head = {224: 0.486986, 448: 0.909668}
+    for (b, size), g in bb.items():
+        rows.append(cost_row("compute", b, "gap", size, 80, g, 0.00016384, 163920.0, 0.05, g * 6))
+        rows.append(cost_row("compute", b, "mldecoder", size, 80, g, head[size], 7.21e6, 8.0, g * 6))
+    return rows
+
+
+def backbone_vs_head_rows():
+    rows = []
+    gm = {"test_resnet": 0.05, "resnet10t": 0.28}
+    acc = {("test_resnet", "gap"): [50.0, 51.0], ("test_resnet", f"mldecoder({SMALL})"): [60.0, 61.0],
+           ("resnet10t", "gap"): [55.0, 56.0], ("resnet10t", f"mldecoder({SMALL})"): [62.0, 63.0]}
+    for (b, h), vals in acc.items():
+        g = gm[b] + (0.01 if h != "gap" else 0.0)
+        for bs in (1, 32):
+            rows.append(cost_row("backbone-vs-head", b, h, 64, 48, gm[b], g - gm[b], 1e5, 1.0, 10 * g / 0.05,
+                                 batch_size=bs))
+        rows += seeds_rows("backbone-vs-head", b, h, 64, 48, "scenes", vals, gmacs=g)
+    return rows
+
+
+def queries_rows():
+    rows = []
+    for head, vals in ((f"mldecoder({SMALL})", [61.0, 62.0, 63.0]),
+                       (f'mldecoder({SMALL}, queries="learnable")', [61.5, 62.5, 63.5]),
+                       (f'mldecoder({SMALL}, queries="word", word_dim=384)', [60.0, 61.0, 62.0])):
+        rows += seeds_rows("queries", "test_resnet", head, 96, 48, "scenes", vals)
+    return rows
+
+
+def zsl_rows():
+    word = f'mldecoder({SMALL}, queries="word", word_dim=384'
+    rows = []
+    for head, ds, z in ((word + ")", "scenes(holdout=8)", [30.0, 31.0, 32.0]),
+                        (word + ", query_noise=0.1)", "scenes(holdout=8)", [35.0, 36.0, 37.0]),
+                        (word + ", random_queries=8)", "scenes(holdout=8)", [30.5, 31.5, 32.5]),
+                        (word + ", query_noise=0.1, random_queries=8)", "scenes(holdout=8)", [36.0, 37.0, 38.0]),
+                        (word + ")", 'scenes(holdout=8, embeddings="random")', [12.0, 13.0, 14.0])):
+        rows += seeds_rows("zsl", "test_resnet", head, 96, 48, ds, [60.0, 61.0, 62.0],
+                           extra=dict(zsl_map=z, gzsl_map=[v + 20 for v in z]))
+    return rows
+
+
+def drop_in_rows():
+    rows = []
+    settings = (("test_resnet", 64, "scenes", "map", [50.0, 51.0], [53.0, 54.0]),
+                ("test_vit", 64, "scenes", "map", [40.0, 41.0], [40.5, 41.5]),
+                ("test_resnet", 128, "scenes", "map", [55.0, 56.0], [57.0, 58.0]),
+                ("test_resnet", 56, "fashion-mnist(train_size=10000)", "top1", [85.0, 86.0], [85.5, 86.5]))
+    for b, size, ds, metric, gap, mld in settings:
+        n = 10 if metric == "top1" else 48
+        rows += seeds_rows("drop-in", b, "gap", size, n, ds, gap, metric=metric)
+        rows += seeds_rows("drop-in", b, f"mldecoder({SMALL})", size, n, ds, mld, metric=metric)
+    return rows
+
+
+STUDY_ROWS = {"self-attention": self_attention_rows, "classes": classes_rows, "groups": groups_rows,
+              "compute": compute_rows, "backbone-vs-head": backbone_vs_head_rows, "queries": queries_rows,
+              "zsl": zsl_rows, "drop-in": drop_in_rows}
+
+
+def paper_rows(folder):
+    os.makedirs(folder, exist_ok=True)
+    fig = "official README figure 'COCO mAP vs FLOPs' (read by eye, +-0.1)"
+    base = dict(run_id="paper", num_classes=80, img_size=448)
+    _write(os.path.join(folder, "coco_flops.csv"),
+           [dict(base, backbone=b, head=h, gmacs_total=g, source=fig, gmacs_total_std=0.05)
+            for b, h, g in (("tresnet_m", "gap", 23.0), ("tresnet_m", "mldecoder", 23.9),
+                            ("tresnet_v2_l", "gap", 35.3), ("tresnet_v2_l", "mldecoder", 36.2))],
+           extra_columns=["gmacs_total_std"])
+    _write(os.path.join(folder, "coco_figure.csv"),
+           [dict(base, backbone=b, head=h, dataset="coco2014", map=m, source=fig)
+            for b, h, m in (("tresnet_m", "gap", 87.3), ("tresnet_m", "mldecoder", 88.1),
+                            ("tresnet_v2_l", "gap", 89.4), ("tresnet_v2_l", "mldecoder", 90.0))])
+    _write(os.path.join(folder, "openimages.csv"),
+           [dict(run_id="paper", backbone="tresnet_m", head="mldecoder(groups=200)", img_size=224, num_classes=9605,
+                 dataset="openimages", map=86.8, source="official README")])
+    _write(os.path.join(folder, "nuswide.csv"),
+           [dict(run_id="paper", backbone="tresnet_v2_l", head='mldecoder(queries="word")', num_classes=1006,
+                 dataset="nuswide-zsl", zsl_map=31.1, source="paper: NUS-WIDE zero-shot mAP (prior methods 9.4 - "
+                                                              "15.1)")])
+    _write(os.path.join(folder, "imagenet.csv"),
+           [dict(run_id="paper", backbone="resnet50", head=h, num_classes=1000, dataset="imagefolder", top1=t,
+                 source="paper") for h, t in (("mldecoder", 80.7), ("gap", 80.4))])
+    _write(os.path.join(folder, "voc.csv"),
+           [dict(run_id="paper", head="mldecoder", num_classes=20, dataset="voc2007", map=96.6, source="paper")])
+
+
+@pytest.fixture
+def fixture_dirs(tmp_path, monkeypatch):
+    """A results folder with every study and a paper folder, addressed by relative paths from tmp_path (so the
+    rendered commands do not depend on the machine)."""
+    monkeypatch.chdir(tmp_path)
+    os.makedirs("runs")
+    for name, make in STUDY_ROWS.items():
+        _write(os.path.join("runs", f"study-{name}.csv"), make())
+    paper_rows("paper")
+    return tmp_path
+
+
+# -------------------------------------------------------------------------------------------------- golden
+
+def test_report_matches_golden(fixture_dirs):
+    res = rp.build_report("runs", "report", "paper")
+    with open(res["readme"]) as f:
+        text = f.read()
+    if os.environ.get("UPDATE_GOLDEN"):
+        os.makedirs(os.path.dirname(GOLDEN), exist_ok=True)
+        with open(GOLDEN, "w") as f:
+            f.write(text)
+    with open(GOLDEN) as f:
+        assert text == f.read(), "report changed; if intended, rerun with UPDATE_GOLDEN=1 and review the diff"
+
+
+def test_fixture_verdicts_and_files(fixture_dirs):
+    res = rp.build_report("runs", "report", "paper")
+    assert res["verdicts"] == {1: rp.REPRODUCED, 2: rp.PARTLY, 3: rp.PARTLY, 4: rp.REPRODUCED, 5: rp.REPRODUCED,
+                               6: rp.PARTLY, 7: rp.REPRODUCED}
+    # one PNG per plot, non-empty, referenced from the README
+    text = open(res["readme"]).read()
+    assert len(res["plots"]) >= 7
+    for p in res["plots"]:
+        assert p.endswith(".png") and os.path.getsize(p) > 1000
+        assert f"({os.path.basename(p)})" in text
+    # the study files are copied so that the report can be rebuilt from the copies alone
+    assert sorted(os.listdir(os.path.join("report", "results"))) == sorted(f"study-{n}.csv" for n in STUDY_ROWS)
+    again = rp.build_report(os.path.join("report", "results"), "report2", "paper")
+    assert again["verdicts"] == res["verdicts"]
+    assert "bench report --results-dir report/results --out report" in text
+
+
+def test_rebuild_in_place_from_the_copies(fixture_dirs):
+    rp.build_report("runs", "report", "paper")
+    res = rp.build_report(os.path.join("report", "results"), "report", "paper")  # copies onto themselves
+    assert len(res["copied"]) == len(STUDY_ROWS)
+
+
+def test_every_number_comes_from_rows(fixture_dirs):
+    """Changing a row changes the report: the compute figure is read, not written in."""
+    rows = compute_rows()
+    for r in rows:
+        r["gmacs_backbone"] += 0.5
+        r["gmacs_total"] += 0.5
+    _write(os.path.join("runs", "study-compute.csv"), rows)
+    res = rp.build_report("runs", "report", "paper")
+    text = open(res["readme"]).read()
+    assert "tresnet_m 23.44 -> 24.35" in text
+    assert "tresnet_m gap 23.44 vs 23.0 (outside" in text
+    assert res["verdicts"][3] == rp.NOT_REPRODUCED  # cost off the paper's figure; accuracy not testable
+    _write(os.path.join("runs", "study-compute.csv"), [r for r in compute_rows() if r["backbone"] != "tresnet_m"]
+           + [r for r in rows if r["backbone"] == "tresnet_m"])
+    res = rp.build_report("runs", "report", "paper")
+    assert "cost: **partly reproduced**" in open(res["readme"]).read()  # one backbone on the figure, one off
+
+
+# ------------------------------------------------------------------------------------------ missing and thin
+
+def test_missing_study_says_not_run_yet(fixture_dirs):
+    os.remove(os.path.join("runs", "study-zsl.csv"))
+    os.remove(os.path.join("runs", "study-classes.csv"))
+    res = rp.build_report("runs", "report", "paper")
+    text = open(res["readme"]).read()
+    assert res["verdicts"][6] == rp.NOT_RUN
+    assert "**Not run yet:** `bench study zsl`" in text
+    assert "bench study zsl    # not run yet" in text
+    # claim 2 keeps what the groups study shows and names the missing study
+    assert res["verdicts"][2] == rp.PARTLY
+    assert "cost against N: **not run yet**: `bench study classes`" in text
+    assert not os.path.exists(os.path.join("report", "results", "study-zsl.csv"))
+
+
+def test_empty_results_dir_renders_every_claim_not_run(tmp_path):
+    os.makedirs(tmp_path / "runs")
+    res = rp.build_report(str(tmp_path / "runs"), str(tmp_path / "out"), str(tmp_path / "no-paper"))
+    assert set(res["verdicts"].values()) == {rp.NOT_RUN}
+    text = open(res["readme"]).read()
+    for n in range(1, 8):
+        assert f"## Claim {n}:" in text
+
+
+def test_one_seed_is_not_decided(fixture_dirs):
+    rows = [r for r in queries_rows() if r["seed"] == 0]
+    _write(os.path.join("runs", "study-queries.csv"), rows)
+    res = rp.build_report("runs", "report", "paper")
+    text = open(res["readme"]).read()
+    assert res["verdicts"][5] == rp.NOT_TESTABLE
+    assert "fixed vs learnable (CPU proxy): **insufficient data**" in text
+    assert "no spread (1 seed)" in text
+
+
+def test_missing_results_dir_is_a_value_error(tmp_path):
+    with pytest.raises(ValueError, match="no results dir"):
+        rp.build_report(str(tmp_path / "nope"), str(tmp_path / "out"))
+
+
+# ------------------------------------------------------------------------------------------------- the rules
+
+def test_slope_of_linear_and_quadratic_series():
+    ns = [1000, 2000, 5000, 10000]
+    assert rp.loglog_slope(ns, [3 * n for n in ns]) == pytest.approx(1.0)
+    assert rp.loglog_slope(ns, [n * n for n in ns]) == pytest.approx(2.0)
+    assert rp.loglog_slope(ns, [5 + n for n in ns], top=2) == pytest.approx(1.0, abs=0.01)
+    assert math.isnan(rp.loglog_slope([10], [1.0]))
+
+
+def test_scaling_rule():
+    assert rp.scaling_rule(1.0, 1.9) == rp.REPRODUCED
+    assert rp.scaling_rule(1.0, 1.0) == rp.NOT_REPRODUCED  # equal slopes: no quadratic head to remove
+    assert rp.scaling_rule(1.9, 1.9) == rp.NOT_REPRODUCED
+    assert rp.scaling_rule(float("nan"), 2.0) == rp.INSUFFICIENT
+
+
+def _claim1(rows):
+    df = pd.DataFrame(rows)
+    for c in COLUMNS:
+        if c not in df.columns:
+            df[c] = pd.NA
+    ctx = rp.Context({"self-attention": df}, pd.DataFrame(columns=COLUMNS), "unused", make_plots=False)
+    return rp.claim_self_attention(ctx)
+
+
+def test_claim1_quadratic_vs_linear_rows():
+    claim = _claim1(self_attention_rows(quadratic=True))
+    assert claim.parts[0].verdict == rp.REPRODUCED
+    claim = _claim1(self_attention_rows(quadratic=False))  # with and without self-attention both linear
+    assert claim.parts[0].verdict == rp.NOT_REPRODUCED
+    assert "slope 0.9" in claim.parts[0].why
+
+
+def test_noise_rules():
+    a, b = rp.Stat(62.0, 1.0, 3), rp.Stat(61.0, 1.0, 3)
+    d, noise, word = rp.difference(a, b)
+    assert d == pytest.approx(1.0) and noise == pytest.approx(math.sqrt(2)) and word == "within noise"
+    assert rp.not_worse(d, noise) == rp.REPRODUCED
+    assert rp.improves(d, noise) == rp.NOT_REPRODUCED
+    assert rp.not_worse(-5.0, 1.0) == rp.NOT_REPRODUCED
+    assert rp.improves(5.0, 1.0) == rp.REPRODUCED
+    assert rp.improves(-5.0, 1.0) == rp.NOT_REPRODUCED  # above noise but worse
+    one = rp.Stat(60.0, float("nan"), 1)
+    d, noise, word = rp.difference(a, one)
+    assert word == "no spread (1 seed)" and rp.not_worse(d, noise) == rp.INSUFFICIENT
+
+
+def test_groups_rule():
+    assert rp.groups_rule(1.02, 1.0) == rp.REPRODUCED
+    assert rp.groups_rule(3.0, 1.0) == rp.NOT_REPRODUCED  # K=100 cost grows with N
+    assert rp.groups_rule(1.02, 0.3) == rp.NOT_REPRODUCED  # full decoding flat: nothing saved
+
+
+def test_combine():
+    P = lambda w: rp.Part("p", w, "")
+    assert rp.combine([P(rp.REPRODUCED), P(rp.REPRODUCED)]) == rp.REPRODUCED
+    assert rp.combine([P(rp.REPRODUCED), P(rp.NOT_TESTABLE)]) == rp.PARTLY
+    assert rp.combine([P(rp.REPRODUCED), P(rp.NOT_REPRODUCED)]) == rp.PARTLY
+    assert rp.combine([P(rp.NOT_REPRODUCED), P(rp.NOT_TESTABLE)]) == rp.NOT_REPRODUCED
+    assert rp.combine([P(rp.NOT_RUN), P(rp.NOT_RUN)]) == rp.NOT_RUN
+    assert rp.combine([P(rp.NOT_RUN), P(rp.NOT_TESTABLE)]) == rp.NOT_RUN  # claim 3 before `bench study compute`
+    assert rp.combine([P(rp.INSUFFICIENT), P(rp.NOT_TESTABLE)]) == rp.NOT_TESTABLE
+    assert rp.combine([P(rp.INSUFFICIENT)]) == rp.NOT_TESTABLE
+
+
+# ----------------------------------------------------------------------------------------- purity and the CLI
+
+def test_report_never_imports_torch_or_timm(fixture_dirs):
+    """In a fresh interpreter (this one has torch from conftest): building the report loads no model code."""
+    code = ("import sys; from bench.report import build_report; build_report('runs', 'report', 'paper'); "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'timm', 'torchvision')); "
+            "print(bad); sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert os.path.exists(os.path.join("report", "README.md"))
+
+
+def test_cli_report(fixture_dirs, capsys):
+    code = 0
+    try:
+        main(["report", "--results-dir", "runs", "--out", "cli-report", "--paper", "paper"])
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "claim 1: reproduced" in out and "wrote cli-report/README.md" in out
+    assert os.path.exists(os.path.join("cli-report", "claim3_compute.png"))
+
+
+def test_cli_report_missing_dir_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["report", "--results-dir", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no results dir") and len(err.strip().splitlines()) == 1
+
+
+def test_drop_in_without_a_transformer_or_with_failed_rows_is_partly(fixture_dirs):
+    rows = [r for r in drop_in_rows() if r["backbone"] != "test_vit"]
+    rows.append(dict(rows[-1], status="error", error="RuntimeError: shapes", map="", top1="", seed=1,
+                     img_size=224))
+    _write(os.path.join("runs", "study-drop-in.csv"), rows)
+    res = rp.build_report("runs", "report", "paper")
+    text = open(res["readme"]).read()
+    assert res["verdicts"][7] == rp.PARTLY
+    assert "not covered: transformer" in text and "1 ML-Decoder row(s) failed" in text
+    assert "1 row(s) failed (first error: RuntimeError: shapes)" in text
+
+
+def test_backbone_vs_head_tie_at_lower_cost_is_partly(fixture_dirs):
+    rows = backbone_vs_head_rows()
+    for r in rows:
+        if r["backbone"] == "test_resnet" and r["head"].startswith("mldecoder") and r.get("map") is not None:
+            r["map"] -= 5.0  # 55.5 ± 0.7: the same as resnet10t + GAP
+    _write(os.path.join("runs", "study-backbone-vs-head.csv"), rows)
+    res = rp.build_report("runs", "report", "paper")
+    assert res["verdicts"][4] == rp.PARTLY
+    assert "+0.0 ± 1.0 (within noise)" in open(res["readme"]).read()
