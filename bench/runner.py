@@ -356,11 +356,13 @@ def estimate_seconds(cfg: RunConfig, cells: Sequence[Cell], train_size: int = 0,
         with torch.device("meta"):
             h = sum(create_head(s, C, cfg.num_classes).analytic_macs(tokens=tokens) for s in c.heads)
         if c.kind == "cost":
-            total += (1 + len(c.heads)) * g / rate  # counting passes
+            with torch.device("meta"):
+                hs = [create_head(s, C, cfg.num_classes).analytic_macs(tokens=tokens) for s in c.heads]
+            total += sum(3 * (g + hh) for hh in hs) / rate  # counting passes (ours, fvcore's trace and run)
             if cfg.timing:
                 for b in cfg.batch_sizes:
-                    one = max(cfg.min_time_s, 5 * b * g / rate) + b * g / rate
-                    total += (1 + 2 * len(c.heads)) * one
+                    one = lambda m: max(cfg.min_time_s, 6 * b * m / rate)  # noqa: E731 (warm-up + 5 timed)
+                    total += one(g) + sum(one(hh) + one(g + hh) for hh in hs)
         else:
             n_train, n_val = train_size or 2000, val_size or 500
             if cfg.protocol == "finetune":

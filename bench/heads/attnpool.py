@@ -13,6 +13,8 @@ from ._decoder import Attention
 
 @register_head("attnpool")
 class AttentionPool(Head):
+    """Attention pooling: one learned query attends over the tokens, then MLP and linear (timm's MAP head)."""
+
     def __init__(self, in_features: int, num_classes: int, heads: int = 8, mlp_ratio: float = 4.0,
                  dropout: float = 0.0):
         super().__init__(in_features, num_classes)

@@ -21,6 +21,8 @@ TEMPERATURES = {1: (1.0,), 2: (1.0, math.inf), 4: (1.0, 2.0, 3.0, math.inf), 6: 
 
 @register_head("csra")
 class CSRA(Head):
+    """CSRA: per-class average plus class-specific attention pooling of per-position class scores."""
+
     def __init__(self, in_features: int, num_classes: int, heads: int = 1, lam: float = 0.1):
         super().__init__(in_features, num_classes)
         if heads not in TEMPERATURES:

@@ -29,7 +29,7 @@ def group_size(num_classes: int, groups: int) -> int:
 
 @register_head("mldecoder")
 class MLDecoder(Head):
-    """ML-Decoder head.
+    """ML-Decoder: K queries cross-attend the tokens (no self-attention), a group FC gives N logits.
 
     Args:
         groups: K, the number of queries; K = min(groups, N). ``groups=N`` is full decoding (one query per class).

@@ -12,6 +12,8 @@ from .mldecoder import MLDecoder
 
 @register_head("txdec")
 class TransformerDecoderHead(MLDecoder):
+    """Full transformer decoder: one learnable query per class, self- and cross-attention, per-class readout."""
+
     def __init__(self, in_features: int, num_classes: int, layers: int = 1, embed: int = 768, heads: int = 8,
                  ffn: int = 2048, dropout: float = 0.1):
         super().__init__(in_features, num_classes, groups=num_classes, embed=embed, layers=layers, heads=heads,
