@@ -4,7 +4,7 @@ from __future__ import annotations
 import glob
 import os
 import time
-from typing import List, Optional, Sequence
+from typing import Optional
 
 import click
 
@@ -162,7 +162,7 @@ def _print_header(cfg, all_cells, cells) -> None:
              f"  backbones  {', '.join(cfg.backbones)} at {cfg.img_size}px, {cfg.device} {cfg.dtype}"
              + (" channels-last" if cfg.channels_last else "") + (" compiled" if cfg.compile else ""),
              f"  heads      {', '.join(cfg.heads)}",
-             f"  cost       params, MACs" + (f"; latency/throughput at batch {', '.join(map(str, cfg.batch_sizes))}"
+             "  cost       params, MACs" + (f"; latency/throughput at batch {', '.join(map(str, cfg.batch_sizes))}"
                                             if cfg.timing else "") + f"; N={cfg.num_classes}"]
     if not cfg.cost_only:
         lines.append(f"  accuracy   {cfg.dataset} ({cfg.protocol}, {cfg.epochs} epochs, seeds "
@@ -322,7 +322,7 @@ def study_command(name, dataset, data_root, backbones, img_size, cost_only, seed
 
     from .cli import _ints
     from .results import read_results
-    from .runner import pending_cells, plan_cells, run
+    from .runner import pending_cells, plan_cells
     from .studies import get_study
 
     study = get_study(name)

@@ -6,9 +6,7 @@ their EMA (``map_ema``/``top1_ema``) separately.
 """
 from __future__ import annotations
 
-import math
 import os
-import time
 from typing import Callable, Optional
 
 import numpy as np
@@ -107,7 +105,6 @@ def train_and_evaluate(cfg, backbone_name: str, head_spec: str, seed: int,
         else:
             say(f"features {backbone_name} (seed {seed})")
             cache = cfg.cache_dir or default_cache_dir()
-            t0 = time.perf_counter()
             feats = {}
             for split, ds in (("train", train_ds), ("val", val_ds)):
                 key = feature_cache_key(model.backbone, backbone_name=backbone_name, dataset_spec=ds.spec,

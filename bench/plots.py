@@ -5,7 +5,7 @@ Every point is labelled with its ``backbone + head`` spec string; files are writ
 from __future__ import annotations
 
 import os
-from typing import List, Sequence, Tuple
+from typing import List, Sequence
 
 import numpy as np
 

@@ -8,15 +8,14 @@ each row as it arrives, so a run that fails halfway keeps what it made and ``--r
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
-from .results import COLUMNS, KEY_COLUMNS, DEFAULT_RESULTS_DIR, ResultsWriter, environment, new_run_id, read_results
+from .results import KEY_COLUMNS, DEFAULT_RESULTS_DIR, ResultsWriter, environment, new_run_id, read_results
 from .spec import canonical
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -73,8 +72,6 @@ class RunConfig:
                                  f"{torch.__version__}, cuda build: {torch.version.cuda or 'none'}); use --device cpu")
         elif self.device != "cpu":
             raise ValueError(f"unknown device {self.device!r}; valid: cpu, cuda, cuda:N")
-        if self.dtype == "fp16" and self.device == "cpu" and not self.cost_only:
-            pass  # fp16 inference runs on recent CPUs; training on CPU uses fp32 whatever --dtype says
         if not self.run_id:
             self.run_id = new_run_id()
 

@@ -29,7 +29,6 @@ def summarize(df, group=("backbone", "head")) -> List[dict]:
     rows = []
     for keys, g in ok.groupby(list(group), sort=False):
         r = dict(zip(group, keys))
-        first = g.iloc[0]
         for c in ("params_head", "params_total", "gmacs_head", "gmacs_total"):
             r[c] = pd.to_numeric(g[c], errors="coerce").dropna().iloc[0] if g[c].notna().any() else np.nan
         timed = g[g["latency_ms_p50"].notna()] if "latency_ms_p50" in g else g.iloc[0:0]

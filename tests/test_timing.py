@@ -237,3 +237,12 @@ def test_is_out_of_memory():
     assert is_out_of_memory(MemoryError())
     assert not is_out_of_memory(RuntimeError("expected scalar type Float"))
     assert not is_out_of_memory(ValueError("not enough memory"))  # only allocator errors (RuntimeError) count
+
+
+def test_slow_calls_cut_the_warm_up_short():
+    # sleep() never returns early, so after two 60 ms calls the 0.1 s warm-up budget is spent: no flakiness.
+    calls = []
+    t = time_callable(lambda: (calls.append(1), time.sleep(0.06)), warmup=10, min_iters=1, max_iters=1,
+                      min_time_s=0.0, warmup_max_s=0.1)
+    assert t.n == 1
+    assert len(calls) <= 3  # at most 2 warm-up calls instead of 10, then the timed one

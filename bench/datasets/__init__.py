@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import List, Optional, Sequence
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from ..registry import Registry, unknown_message

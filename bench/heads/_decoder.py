@@ -7,8 +7,6 @@ not depend on the image (the projection of fixed queries) is then done once per 
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import nn
