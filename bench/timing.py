@@ -117,11 +117,11 @@ def time_interleaved(fns: Dict[str, Callable[[], object]], *, device: Union[str,
 
 def time_callable(fn: Callable[[], object], *, device: Union[str, torch.device] = "cpu", warmup: int = 3,
                   min_iters: int = 5, max_iters: int = 200, min_time_s: float = 1.0,
-                  clock: Clock = time.perf_counter) -> Timing:
+                  clock: Clock = time.perf_counter, warmup_max_s: float = 2.0) -> Timing:
     """Time ``fn()``: ``warmup`` untimed calls, then timed calls until at least ``min_iters`` calls and
     ``min_time_s`` seconds, or ``max_iters`` calls. See ``time_interleaved`` (this is its one-callable case)."""
     return time_interleaved({"fn": fn}, device=device, warmup=warmup, min_iters=min_iters, max_iters=max_iters,
-                            min_time_s=min_time_s, clock=clock)["fn"]
+                            min_time_s=min_time_s, clock=clock, warmup_max_s=warmup_max_s)["fn"]
 
 
 _CPU_OOM_MESSAGES = ("DefaultCPUAllocator: can't allocate memory", "not enough memory")
