@@ -88,16 +88,20 @@ class Cell:
     backbone: str
     heads: List[str]
     seed: Optional[int] = None
+    batch_size: Optional[int] = None  # cost cells: the batch size timed (1 when not timing)
 
     @property
     def label(self) -> str:
         if self.kind == "cost":
-            return f"cost {self.backbone}: {', '.join(self.heads)}"
+            return f"cost {self.backbone} at batch {self.batch_size}: {', '.join(self.heads)}"
         return f"train {self.backbone} + {self.heads[0]} (seed {self.seed})"
 
 
 def plan_cells(cfg: RunConfig) -> List[Cell]:
-    cells = [Cell("cost", bb, list(cfg.heads)) for bb in cfg.backbones]
+    """One cost cell per (backbone, batch size): its rows are written as soon as it is timed; one accuracy cell
+    per (backbone, head, seed)."""
+    cells = [Cell("cost", bb, list(cfg.heads), batch_size=bs)
+             for bb in cfg.backbones for bs in (cfg.batch_sizes if cfg.timing else [1])]
     if not cfg.cost_only:
         cells += [Cell("accuracy", bb, [h], seed) for bb in cfg.backbones for seed in cfg.seeds for h in cfg.heads]
     return cells
@@ -113,8 +117,8 @@ def _row_ids(cfg: RunConfig, backbone: str, head: str, **extra) -> Dict[str, obj
 def cell_keys(cfg: RunConfig, cell: Cell) -> List[Dict[str, object]]:
     """The identifiers of the rows a cell will make (what resuming matches on)."""
     if cell.kind == "cost":
-        return [_row_ids(cfg, cell.backbone, h, num_classes=cfg.num_classes, batch_size=bs)
-                for h in cell.heads for bs in (cfg.batch_sizes if cfg.timing else [1])]
+        return [_row_ids(cfg, cell.backbone, h, num_classes=cfg.num_classes, batch_size=cell.batch_size)
+                for h in cell.heads]
     return [_row_ids(cfg, cell.backbone, cell.heads[0], dataset=cfg.dataset, protocol=cfg.protocol,
                      epochs=cfg.epochs, seed=cell.seed)]
 
@@ -144,7 +148,8 @@ def _check_forward(backbone, img_size: int, name: str):
 
 
 def run_cost_cell(cfg: RunConfig, cell: Cell, progress: Optional[Callable[[str], None]] = None) -> Iterator[dict]:
-    """Params and MACs of each head on one backbone, then latency/throughput per batch size (interleaved)."""
+    """Params and MACs of each head on one backbone, then latency/throughput at the cell's batch size, the heads
+    timed interleaved."""
     import torch
 
     from .flops import model_cost
@@ -177,33 +182,33 @@ def run_cost_cell(cfg: RunConfig, cell: Cell, progress: Optional[Callable[[str],
         model.head.to(device=device, dtype=dtype)
         runners[spec] = torch.compile(model) if cfg.compile else model
     bb_run = torch.compile(backbone) if cfg.compile else backbone
-    for bs in cfg.batch_sizes:
-        if progress:
-            progress(f"timing {cell.backbone} at batch {bs}")
+    bs = cell.batch_size
+    if progress:
+        progress(f"timing {cell.backbone} at batch {bs}")
 
-        def measure(b: int):
-            x = torch.rand(b, 3, cfg.img_size, cfg.img_size, device=device, dtype=dtype).contiguous(memory_format=fmt)
-            kw = {s: _head_kwargs(m.head, cfg.num_classes, device, dtype) for s, m in models.items()}
-            with torch.no_grad():
-                feats = backbone(x)
-                t_bb = time_callable(lambda: bb_run(x), device=cfg.device, min_time_s=cfg.min_time_s)
-                t_head = time_interleaved({s: (lambda s=s: models[s].head(feats, **kw[s])) for s in models},
-                                          device=cfg.device, min_time_s=cfg.min_time_s)
-                t_e2e = time_interleaved({s: (lambda s=s: runners[s](x, **kw[s])) for s in models},
-                                         device=cfg.device, min_time_s=cfg.min_time_s)
-            return t_bb, t_head, t_e2e
+    def measure(b: int):
+        x = torch.rand(b, 3, cfg.img_size, cfg.img_size, device=device, dtype=dtype).contiguous(memory_format=fmt)
+        kw = {s: _head_kwargs(m.head, cfg.num_classes, device, dtype) for s, m in models.items()}
+        with torch.no_grad():
+            feats = backbone(x)
+            t_bb = time_callable(lambda: bb_run(x), device=cfg.device, min_time_s=cfg.min_time_s)
+            t_head = time_interleaved({s: (lambda s=s: models[s].head(feats, **kw[s])) for s in models},
+                                      device=cfg.device, min_time_s=cfg.min_time_s)
+            t_e2e = time_interleaved({s: (lambda s=s: runners[s](x, **kw[s])) for s in models},
+                                     device=cfg.device, min_time_s=cfg.min_time_s)
+        return t_bb, t_head, t_e2e
 
-        (t_bb, t_head, t_e2e), used = with_oom_backoff(measure, bs)
-        for spec in cell.heads:
-            t = t_e2e[spec]
-            yield {**_row_ids(cfg, cell.backbone, spec, num_classes=cfg.num_classes, batch_size=bs),
-                   **costs[spec], "batch_size_requested": bs if used != bs else "",
-                   "latency_ms_p50": t.median_ms, "latency_ms_iqr": t.iqr_ms, "latency_n": t.n,
-                   "throughput_img_s": used * 1000.0 / t.median_ms,
-                   "backbone_ms_p50": t_bb.median_ms, "backbone_ms_iqr": t_bb.iqr_ms,
-                   "head_ms_p50": t_head[spec].median_ms, "head_ms_iqr": t_head[spec].iqr_ms,
-                   "status": "ok", **env,
-                   **({"batch_size": used} if used != bs else {})}
+    (t_bb, t_head, t_e2e), used = with_oom_backoff(measure, bs)
+    for spec in cell.heads:
+        t = t_e2e[spec]
+        yield {**_row_ids(cfg, cell.backbone, spec, num_classes=cfg.num_classes, batch_size=bs),
+               **costs[spec], "batch_size_requested": bs if used != bs else "",
+               "latency_ms_p50": t.median_ms, "latency_ms_iqr": t.iqr_ms, "latency_n": t.n,
+               "throughput_img_s": used * 1000.0 / t.median_ms,
+               "backbone_ms_p50": t_bb.median_ms, "backbone_ms_iqr": t_bb.iqr_ms,
+               "head_ms_p50": t_head[spec].median_ms, "head_ms_iqr": t_head[spec].iqr_ms,
+               "status": "ok", **env,
+               **({"batch_size": used} if used != bs else {})}
 
 
 # ------------------------------------------------------------------------------------------- accuracy cells
@@ -357,9 +362,9 @@ def estimate_seconds(cfg: RunConfig, cells: Sequence[Cell], train_size: int = 0,
                 hs = [create_head(s, C, cfg.num_classes).analytic_macs(tokens=tokens) for s in c.heads]
             total += sum(3 * (g + hh) for hh in hs) / rate  # counting passes (ours, fvcore's trace and run)
             if cfg.timing:
-                for b in cfg.batch_sizes:
-                    one = lambda m: max(cfg.min_time_s, 6 * b * m / rate)  # noqa: E731 (warm-up + 5 timed)
-                    total += one(g) + sum(one(hh) + one(g + hh) for hh in hs)
+                b = c.batch_size
+                one = lambda m: max(cfg.min_time_s, 6 * b * m / rate)  # noqa: E731 (warm-up + 5 timed)
+                total += one(g) + sum(one(hh) + one(g + hh) for hh in hs)
         else:
             n_train, n_val = train_size or 2000, val_size or 500
             if cfg.protocol == "finetune":
