@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
+from test_cli import run_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASELINE = os.path.join(ROOT, "results", "baselines", "ci.csv")
@@ -26,13 +27,9 @@ pytestmark = pytest.mark.slow
 
 
 def bench(argv, capsys):
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out + out.err
+    """`bench ARGV` -> (exit code, stdout and stderr together)."""
+    code, out, err = run_cli(argv, capsys)
+    return code, out + err
 
 
 def run_ci(tmp_path, capsys) -> str:
