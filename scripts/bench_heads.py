@@ -199,8 +199,9 @@ def report(cases: List[Case], times: Dict[int, List[float]], args, command: str,
                   f"({loop['med'] / k200['med']:.2f}x)."]
     else:
         lines.append("(batch 32 not run)")
-    lines += ["", "Timings on a shared machine are noisy; compare the ratios within one run. The lead regenerates "
-              "this file on a quiet machine.", ""]
+    lines += ["", "Timings on a shared machine are noisy; compare the ratios within one run, and look at the load "
+              "average above: when it exceeds the thread count, rerun on a quiet machine (or with `--threads 1 "
+              "--clock cpu`, which counts only the time the process ran).", ""]
     return "\n".join(lines)
 
 
