@@ -218,11 +218,25 @@ def summary_text(df, group=("backbone", "head")) -> str:
         cols += ["acc", "ema", "delta", "verdict"]
         heads += [f"{metric} (n={n})", f"{metric} EMA", "vs first head", "difference"]
     text = _table(out, cols, heads)
+    ops = _uncounted_union(df)
+    if ops:
+        text += ("\n\nNot in the MACs (no counting formula; listed, never counted as zero): " + ops
+                 + ".\nMACs count matrix products and convolutions, as timm's gmacs and the paper's FLOPs do.")
     if has_acc:
         text += ("\n\nAccuracy: mean ± std over seeds, last epoch (EMA beside it; nothing selected on the "
                  "evaluation split).\n'vs first head': difference of means ± combined seed spread; 'above noise' "
                  "when larger than twice the spread.")
     return text
+
+
+def _uncounted_union(df) -> str:
+    """The ops listed in the rows' ``uncounted_ops`` column, by name, without call counts (they vary by head)."""
+    names = set()
+    for cell in df.get("uncounted_ops", []):
+        if isinstance(cell, str):
+            names.update(part.strip().split(" x")[0] for part in cell.split(",") if part.strip()
+                         and not part.strip().startswith("+"))
+    return ", ".join(sorted(names))
 
 
 def results_command(paths, results_dir, where, columns, last_run, export_timm, as_csv) -> None:
