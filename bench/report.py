@@ -220,6 +220,10 @@ def cost_points(df):
 
     ok = ok_rows(df)
     cost = ok[_num(ok, "seed").isna() & _num(ok, "gmacs_head").notna()].copy()
+    # A training configuration also measures the cost of what it trains (the CPU proxy's backbone and heads):
+    # those rows belong to its accuracy table, not to the cost tables of the paper's models.
+    trained = {(r["backbone"], r["head"]) for r in accuracy_rows(df)[["backbone", "head"]].to_dict("records")}
+    cost = cost[[(b, h) not in trained for b, h in zip(cost["backbone"], cost["head"])]]
     out = []
     keys = ["backbone", "head", "img_size", "num_classes"]
     for c in ("img_size", "num_classes"):
