@@ -50,6 +50,12 @@ def _load(path: str):
         from sentence_transformers import SentenceTransformer
     except ImportError:
         raise ImportError(f"word vectors need sentence-transformers: {_INSTALL}") from None
+    try:  # the library's own "Loading weights" bar would break into the run's progress bar
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
     return SentenceTransformer(path, device="cpu")
 
 
