@@ -25,6 +25,18 @@ def default_cache_dir() -> str:
     return os.path.join(base, "features")
 
 
+def checkpoint_dir_for(cfg, backbone_name: str, head_spec: str, seed: int) -> str:
+    """Where a training cell keeps its last checkpoint: ``<results-dir>/checkpoints/<run_id>/<cell>``, so that a
+    killed run, rerun with ``--resume``, continues the interrupted training instead of starting it again."""
+    import hashlib
+    import re
+
+    name = f"{backbone_name}-{head_spec}-{cfg.dataset}-{cfg.img_size}-{cfg.epochs}-seed{seed}"
+    slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)[:80]
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return os.path.join(cfg.results_dir, "checkpoints", cfg.run_id, f"{slug}-{digest}")
+
+
 def ema_decay_for(steps: int, recipe: float = 0.9997) -> float:
     """The recipe's EMA decay, shortened for short runs so that the EMA averages about the last tenth of the
     steps (at 0.9997 it averages ~3300 steps, more than a CPU run makes)."""
@@ -97,9 +109,11 @@ def train_and_evaluate(cfg, backbone_name: str, head_spec: str, seed: int,
         tcfg = TrainConfig(epochs=cfg.epochs, batch_size=batch, lr=lr, seed=seed, device=device,
                            workers=cfg.workers, loss="asl" if train_ds.multilabel else "ce",
                            ema_decay=ema_decay_for(steps))
+        ckpt = checkpoint_dir_for(cfg, backbone_name, head_spec, seed)
         if finetune:
             say(f"finetune {backbone_name} + {head_spec} (seed {seed})")
-            out = train_finetune(model, train_ds, tcfg, class_embeddings=E, columns=seen, progress=False)
+            out = train_finetune(model, train_ds, tcfg, class_embeddings=E, columns=seen, progress=False,
+                                 checkpoint_dir=ckpt, resume=True)
             trained, ema_model = out.model, out.ema_model
             train_s = out.train_s
         else:
@@ -114,7 +128,7 @@ def train_and_evaluate(cfg, backbone_name: str, head_spec: str, seed: int,
                                                 progress=False)
             say(f"probe {head_spec} on {backbone_name} features (seed {seed})")
             out = train_probe(model.head, feats["train"][0], feats["train"][1], tcfg, class_embeddings=E,
-                              columns=seen, progress=False)
+                              columns=seen, progress=False, checkpoint_dir=ckpt, resume=True)
             train_s = out.train_s
             trained, ema_model = out.model, out.ema_model
     else:

@@ -120,3 +120,23 @@ def test_plot_cost_only(tmp_path, capsys):
     assert code == 0
     assert (tmp_path / "plots" / "cost_head_share.png").stat().st_size > 1000
     assert (tmp_path / "plots" / "cost_head_share.svg").exists()
+
+
+def test_a_killed_training_cell_resumes_from_its_checkpoint(tmp_path, capsys):
+    """A run killed after a cell's training checkpointed but before its row was written: `--resume` continues
+    from the checkpoint (here: nothing left to train) and gives the same result."""
+    args = ["run", "--backbone", "test_resnet", "--heads", "gap", "--dataset", "scenes(train_size=128, val_size=64)",
+            "--img-size", "32", "--epochs", "2", "--seeds", "0", "--no-timing", "--no-plot", "--workers", "0",
+            "--results-dir", str(tmp_path)]
+    assert run_cli(args, capsys)[0] == 0
+    path = only_csv(tmp_path)
+    full = pd.read_csv(path)
+    done = full[full["seed"].notna()].iloc[0]
+    assert list((tmp_path / "checkpoints").rglob("last.pt"))
+    full[full["seed"].isna()].to_csv(path, index=False)  # the kill: the accuracy row never made it to the file
+    code, out, err = run_cli(args + ["--resume", os.path.basename(path)[:-4]], capsys)
+    assert code == 0, err
+    again = pd.read_csv(path)
+    redone = again[again["seed"].notna()].iloc[0]
+    assert redone["map"] == pytest.approx(done["map"], abs=1e-6)
+    assert redone["train_s"] == pytest.approx(done["train_s"], abs=0.05)  # no epoch was trained again
