@@ -147,6 +147,17 @@ def load_average() -> str:
         return "n/a"
 
 
+def _load_verdict(loads, threads: int) -> str:
+    """Whether other work shared the CPUs, read from the 1-minute load averages before and after the run."""
+    try:
+        one_min = [float(str(x).split("/")[0]) for x in loads]
+    except ValueError:
+        return "unknown whether other work shared the CPUs."
+    if max(one_min) > threads + 0.5:
+        return "above the thread count: other work shared the CPUs."
+    return "not above the thread count: the machine was otherwise quiet."
+
+
 def report(cases: List[Case], times: Dict[int, List[float]], args, command: str, loads) -> str:
     rows = []
     for i, c in enumerate(cases):
@@ -166,7 +177,7 @@ def report(cases: List[Case], times: Dict[int, List[float]], args, command: str,
         f"Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with "
         f"{torch.get_num_threads()} threads, Python {platform.python_version()}, {platform.system()}; "
         f"{_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}. Load average (1/5/15 min) "
-        f"before the run {loads[0]}, after {loads[1]}: above the thread count, other work shared the CPUs.",
+        f"before the run {loads[0]}, after {loads[1]}: " + _load_verdict(loads, torch.get_num_threads()),
         "",
         f"Setup: eval, `torch.inference_mode()`, float32, C={C}, {H}x{W} map (L={H * W}), default widths "
         f"(D=768, FFN 2048, 8 heads). {args.reps} interleaved rounds after {args.warmup} warm-up calls; a round "
