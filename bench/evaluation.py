@@ -82,7 +82,6 @@ def train_and_evaluate(cfg, backbone_name: str, head_spec: str, seed: int,
     """Train and evaluate one (backbone, head, seed) under ``cfg`` (a RunConfig); returns a result row."""
     from .datasets import create_dataset
     from .features import feature_cache_key
-    from .flops import model_cost
     from .model import build_model
     from .training import TrainConfig, extract_features, predict, seed_everything, train_finetune, train_probe
 
@@ -96,7 +95,9 @@ def train_and_evaluate(cfg, backbone_name: str, head_spec: str, seed: int,
     model = build_model(backbone_name, head_spec, N, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
                         img_size=cfg.img_size)
     E = _word_embeddings(val_ds, model.head)
-    cost = model_cost(model, cfg.img_size, 1, {"class_embeddings": E} if E is not None else None)
+    from .runner import cached_model_cost
+
+    cost = cached_model_cost(model, cfg.img_size, {"class_embeddings": E} if E is not None else None)
     seen = [i for i in range(N) if i not in set(val_ds.unseen)] if len(val_ds.unseen) else None
 
     device = cfg.device
