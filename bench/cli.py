@@ -4,54 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import List, Optional
-
 import click
 
+from .fmt import format_table as _table
 from .spec import split_specs
-
-
-def _ints(text: str, what: str) -> List[int]:
-    try:
-        vals = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"{what} must be comma-separated integers, got {text!r}") from None
-    if not vals:
-        raise ValueError(f"{what} is empty")
-    return vals
-
-
-def _table(rows: List[dict], columns: List[str], headers: Optional[List[str]] = None) -> str:
-    """A plain fixed-width table."""
-    headers = headers or columns
-    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
-    line = lambda vals: "  ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(vals, widths))
-    out = [line(headers), line(["-" * w for w in widths])]
-    out += [line(r) for r in cells]
-    return "\n".join(s.rstrip() for s in out)
-
-
-def _numeric(s: str) -> bool:
-    try:
-        float(s.replace("±", "").split()[0])
-        return True
-    except (ValueError, IndexError):
-        return False
-
-
-def _cell(v) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        if v != v:
-            return ""
-        if abs(v) >= 100:
-            return f"{v:.1f}"
-        if abs(v) >= 1:
-            return f"{v:.2f}"
-        return f"{v:.3g}"
-    return str(v)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

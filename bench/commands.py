@@ -10,17 +10,7 @@ import click
 
 from .spec import split_specs
 
-# Per-dataset defaults for training runs: resolution and epochs that make sense on a small CPU.
-DATASET_DEFAULTS = {
-    "scenes": dict(img_size=96, epochs=5, workers=0),  # generated in-process faster than workers start
-    "fashion-mnist": dict(img_size=56, epochs=3),
-    "fashion-mosaic": dict(img_size=112, epochs=3),
-    "coco2014": dict(img_size=448, epochs=40),
-    "voc2007": dict(img_size=448, epochs=40),
-    "nuswide-zsl": dict(img_size=224, epochs=20),
-    "openimages": dict(img_size=224, epochs=10),
-    "imagefolder": dict(img_size=224, epochs=90),
-}
+from .datasets.defaults import DATASET_DEFAULTS  # noqa: E402,F401  (re-exported)
 
 
 def validate(cfg) -> None:
@@ -63,7 +53,7 @@ DEFAULT_BACKBONE_CPU_TRAINING = "test_resnet"
 def run_command(heads, backbones, img_size, num_classes, batch_sizes, device, dtype, channels_last, compile_,
                 cost_only, no_timing, min_time, dataset, data_root, protocol, epochs, seeds, lr, train_batch_size, workers,
                 pretrained, checkpoint, results_dir, cache_dir, resume, executor, ray_address, plot) -> None:
-    from .cli import _ints
+    from .fmt import parse_ints as _ints
     from .runner import RunConfig, pending_cells, plan_cells, run
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -183,7 +173,7 @@ def _duration(s: float) -> str:
 
 
 def summary_text(df, group=("backbone", "head")) -> str:
-    from .cli import _table
+    from .fmt import format_table as _table
     from .tables import fmt_pm, summarize, verdict
 
     # Show the identifiers that vary (img_size, num_classes, dataset) only when they do.
@@ -240,7 +230,7 @@ def _uncounted_union(df) -> str:
 
 
 def results_command(paths, results_dir, where, columns, last_run, export_timm, as_csv) -> None:
-    from .cli import _table
+    from .fmt import format_table as _table
     from .results import read_results, result_files
 
     files = result_files(paths or None, results_dir)
@@ -334,7 +324,7 @@ def study_command(name, dataset, data_root, backbones, img_size, cost_only, seed
     """Run every configuration of a study into ``<results-dir>/study-<name>.csv``; finished cells are skipped."""
     from tqdm import tqdm
 
-    from .cli import _ints
+    from .fmt import parse_ints as _ints
     from .results import read_results
     from .runner import pending_cells, plan_cells
     from .studies import get_study

@@ -95,9 +95,9 @@ def train_and_evaluate(cfg, backbone_name: str, head_spec: str, seed: int,
     model = build_model(backbone_name, head_spec, N, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
                         img_size=cfg.img_size)
     E = _word_embeddings(val_ds, model.head)
-    from .runner import cached_model_cost
+    from .flops import model_cost_cached
 
-    cost = cached_model_cost(model, cfg.img_size, {"class_embeddings": E} if E is not None else None)
+    cost = model_cost_cached(model, cfg.img_size, {"class_embeddings": E} if E is not None else None)
     seen = [i for i in range(N) if i not in set(val_ds.unseen)] if len(val_ds.unseen) else None
 
     device = cfg.device

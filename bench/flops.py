@@ -336,5 +336,18 @@ def model_cost(model: nn.Module, img_size: int, batch_size: int = 1, head_kwargs
     return row
 
 
+_COST_CACHE: Dict[tuple, dict] = {}
+
+
+def model_cost_cached(model, img_size: int, head_kwargs: Optional[dict] = None) -> dict:
+    """``flops.model_cost`` at batch 1, once per (backbone, head, resolution, classes) in a process: MACs and
+    params do not depend on the weights (seed) nor on the batch size being timed, and counting a large backbone
+    takes seconds (three forward passes with fvcore's)."""
+    key = (model.backbone_name, model.head.spec, img_size, model.head.num_classes)
+    if key not in _COST_CACHE:
+        _COST_CACHE[key] = model_cost(model, img_size, 1, head_kwargs)
+    return dict(_COST_CACHE[key])
+
+
 __all__ = ["Cost", "EXTRA_FLOP_FORMULAS", "FREE_OPS", "FVCORE_SDPA_OPS", "count_macs", "format_ops",
-           "model_cost", "param_counts"]
+           "model_cost", "model_cost_cached", "param_counts"]

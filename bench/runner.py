@@ -137,21 +137,6 @@ def _head_kwargs(head, num_classes: int, device, dtype) -> dict:
     return {}
 
 
-_COST_CACHE: Dict[tuple, dict] = {}
-
-
-def cached_model_cost(model, img_size: int, head_kwargs: Optional[dict] = None) -> dict:
-    """``flops.model_cost`` at batch 1, once per (backbone, head, resolution, classes) in a process: MACs and
-    params do not depend on the weights (seed) nor on the batch size being timed, and counting a large backbone
-    takes seconds (three forward passes with fvcore's)."""
-    from .flops import model_cost
-
-    key = (model.backbone_name, model.head.spec, img_size, model.head.num_classes)
-    if key not in _COST_CACHE:
-        _COST_CACHE[key] = model_cost(model, img_size, 1, head_kwargs)
-    return dict(_COST_CACHE[key])
-
-
 def _check_forward(backbone, img_size: int, name: str):
     import torch
     try:
@@ -167,6 +152,7 @@ def run_cost_cell(cfg: RunConfig, cell: Cell, progress: Optional[Callable[[str],
     timed interleaved."""
     import torch
 
+    from .flops import model_cost_cached
     from .heads import create_head
     from .model import HeadModel, create_backbone, feature_width
     from .timing import time_callable, time_interleaved, with_oom_backoff
@@ -179,7 +165,7 @@ def run_cost_cell(cfg: RunConfig, cell: Cell, progress: Optional[Callable[[str],
     for spec, model in models.items():
         if progress:
             progress(f"counting {cell.backbone} + {spec}")
-        costs[spec] = cached_model_cost(model, cfg.img_size, _head_kwargs(model.head, cfg.num_classes, "cpu",
+        costs[spec] = model_cost_cached(model, cfg.img_size, _head_kwargs(model.head, cfg.num_classes, "cpu",
                                                                        torch.float32))
     env = environment(cfg.device)
     if not cfg.timing:

@@ -315,7 +315,7 @@ def test_two_processes_with_global_batch_b_train_like_one_with_batch_b(train_ran
 
 
 def test_batch_size_must_divide_over_the_ranks(monkeypatch):
-    import bench.distributed as d
+    import bench.ddp as d
     from bench.training import _Trainer
 
     monkeypatch.setattr(d, "current", lambda: d.DistContext(rank=0, local_rank=0, world_size=2))  # checked first

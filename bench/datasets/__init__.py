@@ -8,45 +8,11 @@ for single-label data. ``spec`` is a spec string like the heads': ``scenes(class
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
-import numpy as np
-from torch.utils.data import Dataset
-
-from ..registry import Registry, unknown_message
+from ..registry import unknown_message
 from ..spec import format_spec, parse_spec
-
-DATASETS: Registry = Registry("dataset")
-register_dataset = DATASETS.register
-
-
-class HeadDataset(Dataset):
-    """Base class of every dataset. Subclasses fill the attributes and implement ``__len__``/``__getitem__``.
-
-    Attributes:
-        class_names: the N class names, in target order (words: they feed word queries).
-        multilabel: True for multi-hot targets, False for single-label class indices.
-        targets: all targets at once, (S, N) float32 multi-hot or (S,) int64, for statistics and metrics.
-        unseen: indices of the classes held out for zero-shot evaluation (empty when none).
-        skipped: (path, reason) of the images that failed to decode and were skipped, reported by the runner.
-        spec: the canonical spec string (the ``dataset`` column of results).
-        class_embeddings: (N, D) float32 word vectors shipped with the data (NUS-WIDE's), or None: then word
-            queries come from ``bench.words.embed_class_names(class_names)``.
-    """
-
-    class_names: List[str]
-    multilabel: bool = True
-    targets: np.ndarray
-    unseen: Sequence[int] = ()
-    spec: str = ""
-    class_embeddings: Optional[np.ndarray] = None
-
-    def __init__(self):
-        self.skipped: List[tuple] = []
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
+from ._base import DATASETS, HeadDataset, register_dataset  # noqa: F401  (re-exported)
 
 
 def list_datasets(pattern: str = "*") -> List[str]:
@@ -70,6 +36,8 @@ def create_dataset(spec: str, split: str = "train", root: Optional[str] = None, 
     ds.spec = format_spec(parsed.name, parsed.kwargs)
     return ds
 
+
+from .defaults import DATASET_DEFAULTS  # noqa: E402,F401
 
 # Importing the modules registers the datasets (explicit list: no directory scanning).
 from . import scenes, fashion, coco, voc, nuswide, openimages, imagefolder  # noqa: E402,F401

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import HeadDataset
+from ._base import HeadDataset
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 

@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import register_dataset
+from ._base import register_dataset
 from ._common import ImageFileDataset, check_split, require_dir, require_file
 
 SPLITS = {"train": "train2014", "val": "val2014"}

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import HeadDataset, register_dataset
+from ._base import HeadDataset, register_dataset
 from ._common import augment, check_positive, check_split
 
 DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"

@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import register_dataset
+from ._base import register_dataset
 from ._common import ImageFileDataset, check_split, list_images, require_dir
 
 SPLITS = {"train": "train", "val": "val"}

@@ -25,7 +25,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import register_dataset
+from ._base import register_dataset
 from ._common import ImageFileDataset, check_split, read_lines, require_dir, require_file
 
 SPLITS = {"train": "Train", "val": "Test"}

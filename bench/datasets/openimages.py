@@ -27,7 +27,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from . import register_dataset
+from ._base import register_dataset
 from ._common import ImageFileDataset, check_split, require_dir, require_file
 
 SPLITS = {"train": "train", "val": "validation"}

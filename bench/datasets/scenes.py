@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..registry import unknown_message
-from . import HeadDataset, register_dataset
+from ._base import HeadDataset, register_dataset
 from ._common import augment, check_positive, check_split
 
 # name -> RGB in [0, 1]; ordered most distinct first, so that a small ``classes`` still spreads over hues.

@@ -25,7 +25,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from . import register_dataset
+from ._base import register_dataset
 from ._common import ImageFileDataset, check_split, read_lines, require_file
 
 XML_NAMES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

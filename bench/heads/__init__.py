@@ -7,12 +7,9 @@ from __future__ import annotations
 import inspect
 from typing import List
 
-from ..registry import Registry, unknown_message
+from ..registry import unknown_message
 from ..spec import format_spec, parse_spec
-from ._base import Head
-
-HEADS: Registry = Registry("head")
-register_head = HEADS.register
+from ._base import HEADS, Head, register_head
 
 # Importing the modules registers the heads (explicit list: no directory scanning).
 from . import gap, txdec, mldecoder, csra, attnpool  # noqa: E402,F401

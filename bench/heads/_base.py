@@ -10,6 +10,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..registry import Registry
+
+HEADS: Registry = Registry("head")
+register_head = HEADS.register
+
 
 def to_tokens(x: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, HW, C); tokens (B, L, C) pass through."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import register_head
-from ._base import Head, batch_of_one, to_tokens
+from ._base import Head, batch_of_one, register_head, to_tokens
 from ._decoder import Attention
 
 

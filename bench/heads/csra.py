@@ -11,8 +11,7 @@ import math
 import torch
 from torch import nn
 
-from . import register_head
-from ._base import Head, to_tokens
+from ._base import Head, register_head, to_tokens
 
 # Temperatures per number of heads, from the CSRA paper's multi-head setting.
 TEMPERATURES = {1: (1.0,), 2: (1.0, math.inf), 4: (1.0, 2.0, 3.0, math.inf), 6: (1.0, 2.0, 3.0, 4.0, 5.0, math.inf),

@@ -4,8 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import register_head
-from ._base import Head, to_tokens
+from ._base import Head, register_head, to_tokens
 
 
 @register_head("gap")

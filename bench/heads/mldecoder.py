@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import register_head
-from ._base import Head, batch_of_one, to_tokens
+from ._base import Head, batch_of_one, register_head, to_tokens
 from ._decoder import Decoder
 
 QUERY_KINDS = ("fixed", "learnable", "word")

@@ -6,7 +6,7 @@ the same widths, so that an ablation between the two isolates exactly what the p
 """
 from __future__ import annotations
 
-from . import register_head
+from ._base import register_head
 from .mldecoder import MLDecoder
 
 

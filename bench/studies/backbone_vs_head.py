@@ -1,5 +1,5 @@
 """Claim 4: a smaller backbone with ML-Decoder beats a larger one with GAP (a better speed-accuracy trade-off)."""
-from . import PROXY, SMALL, Study, register_study
+from ._base import PROXY, SMALL, Study, register_study
 
 STUDY = register_study(Study(
     name="backbone-vs-head",

@@ -1,6 +1,6 @@
 """Claim 2 (classes): head cost against the number of classes for GAP, the full decoder, ML-Decoder with full
 decoding and ML-Decoder with 100 groups."""
-from . import Study, register_study
+from ._base import Study, register_study
 
 NUM_CLASSES = [80, 1000, 5000, 9605, 20000]
 

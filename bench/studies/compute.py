@@ -1,5 +1,5 @@
 """Claim 3: ML-Decoder beats GAP on every backbone at a small extra cost (about +0.9 GMACs at 448)."""
-from . import Study, grid, register_study
+from ._base import Study, grid, register_study
 
 STUDY = register_study(Study(
     name="compute",

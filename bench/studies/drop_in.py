@@ -1,5 +1,5 @@
 """Claim 7: a drop-in head for CNNs and transformers, single-label and multi-label, at any resolution."""
-from . import PROXY, SMALL, Study, register_study
+from ._base import PROXY, SMALL, Study, register_study
 
 STUDY = register_study(Study(
     name="drop-in",

@@ -1,5 +1,5 @@
 """Claim 2 (groups): group decoding with K queries; cost and accuracy against K."""
-from . import PROXY, SMALL, Study, register_study
+from ._base import PROXY, SMALL, Study, register_study
 
 GROUPS = [1, 5, 10, 20, 50, 100]
 

@@ -1,6 +1,6 @@
 """Claim 5: fixed random queries work as well as learnable ones; queries may differ between training and
 inference (word queries)."""
-from . import PROXY, SMALL, Study, register_study
+from ._base import PROXY, SMALL, Study, register_study
 
 STUDY = register_study(Study(
     name="queries",

@@ -1,6 +1,6 @@
 """Claim 1: removing self-attention keeps accuracy and turns the head's cost from quadratic to linear in the
 number of queries."""
-from . import PROXY, SMALL, Study, register_study
+from ._base import PROXY, SMALL, Study, register_study
 
 NUM_QUERIES = [80, 400, 1000, 2000, 5000, 10000]
 

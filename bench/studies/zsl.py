@@ -1,5 +1,5 @@
 """Claim 6: with word queries ML-Decoder generalises to unseen classes; query augmentation improves that."""
-from . import PROXY, SMALL, Study, register_study
+from ._base import PROXY, SMALL, Study, register_study
 
 WORD = f'mldecoder({SMALL}, queries="word", word_dim=384'
 

@@ -1,0 +1,13 @@
+"""Per-dataset defaults of training runs (resolution, epochs, loader workers), shared by ``bench run``,
+``bench study`` and ``bench.distributed``."""
+
+DATASET_DEFAULTS = {
+    "scenes": dict(img_size=96, epochs=5, workers=0),  # generated in-process faster than workers start
+    "fashion-mnist": dict(img_size=56, epochs=3),
+    "fashion-mosaic": dict(img_size=112, epochs=3),
+    "coco2014": dict(img_size=448, epochs=40),
+    "voc2007": dict(img_size=448, epochs=40),
+    "nuswide-zsl": dict(img_size=224, epochs=20),
+    "openimages": dict(img_size=224, epochs=10),
+    "imagefolder": dict(img_size=224, epochs=90),
+}
