@@ -1,0 +1,4 @@
+"""``python -m bench ...`` is the ``bench`` command."""
+from .cli import main
+
+main()
