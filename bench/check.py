@@ -23,8 +23,15 @@ Statuses. Per metric, from ``METRIC_RULES`` (the one place where defaults live):
   that crashed writes a row without metrics). Missing counts as a failure by default: a head that stops building
   must not pass CI by producing no row. ``has_regression(df, missing_ok=True)`` relaxes that.
 
-Spread. A baseline may carry ``<metric>_std`` columns (e.g. the standard deviation over seeds); the tolerance
-for that metric is then ``max(tolerance, STD_MULTIPLIER * std)`` in the metric's units.
+Spread. A baseline row may be a mean over seeds (``make_baseline``, ``bench baseline``): it names its seeds in a
+``seeds`` column (``0,1,2,3``) and carries ``<metric>_std`` (the spread over seeds) and ``<metric>_rerun_std``
+(how far a rerun of one seed falls from the baseline's value for it: the floating-point path of another thread
+count or CPU). It is compared with the mean of the results' rows of those seeds (the latest ok row per seed):
+- all its seeds present (paired): within ``SE_MULTIPLIER * rerun_std / sqrt(n)``;
+- other or fewer seeds (unpaired): within ``SE_MULTIPLIER * std * sqrt(1/n_baseline + 1/n_results)``;
+never tighter than the metric's own tolerance. A result that holds one CPU's floating-point path is then not a
+regression on the next CPU, while a real drop of a point still is. Cost counts stay exact. A row without
+``seeds`` that carries ``<metric>_std`` widens its tolerance to ``max(tolerance, STD_MULTIPLIER * std)``.
 """
 from __future__ import annotations
 
@@ -36,7 +43,7 @@ from typing import Dict, Iterable, List, Mapping, Optional
 import numpy as np
 import pandas as pd
 
-from .results import KEY_COLUMNS
+from .results import KEY_COLUMNS, normalize_id
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,9 @@ METRIC_RULES: Mapping[str, MetricRule] = MappingProxyType({
 })
 DEFAULT_TOLERANCES: Mapping[str, float] = MappingProxyType({m: r.tolerance for m, r in METRIC_RULES.items()})
 STD_MULTIPLIER = 2.0
+# A mean over seeds is judged within this many standard errors: a CI check compares several metrics on every run,
+# so a false alarm must be rare (3 SE: about 3 in 1000 per metric for a normal spread).
+SE_MULTIPLIER = 3.0
 STATUSES = ("worse", "changed", "missing", "better", "within noise")  # failures first
 FAILING_STATUSES = ("worse", "changed")
 RESULT_COLUMNS = ["metric", "baseline", "result", "delta", "tolerance", "tolerance_text", "status",
@@ -112,32 +122,7 @@ def parse_tolerances(items: Iterable[str]) -> Dict[str, float]:
     return out
 
 
-def _norm(value) -> str:
-    """An identifier as comparable text: empty for missing, ints without '.0', booleans lower-case."""
-    if value is None:
-        return ""
-    if isinstance(value, (bool, np.bool_)):
-        return "true" if value else "false"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        if np.isnan(value):
-            return ""
-        return str(int(value)) if float(value).is_integer() else repr(float(value))
-    try:
-        if pd.isna(value):
-            return ""
-    except (TypeError, ValueError):
-        pass
-    text = str(value).strip()
-    if text.lower() in ("true", "false"):
-        return text.lower()
-    if text.lower() in ("nan", "none", "<na>"):
-        return ""
-    try:
-        return _norm(float(text))
-    except ValueError:
-        return text
+_norm = normalize_id
 
 
 def _number(value) -> float:
@@ -192,9 +177,28 @@ def _fmt_tolerance(rule: MetricRule, tolerance: float, widened: bool) -> str:
     return f"±{tolerance:g}"
 
 
+def _seed_list(value) -> List[str]:
+    """``"0,1,2"`` (a baseline's ``seeds`` column) -> ``["0", "1", "2"]``; empty when not given."""
+    text = "" if _norm(value) == "" else str(value)
+    return [_norm(s) for s in text.replace(";", ",").split(",") if s.strip()]
+
+
+def _latest_per_seed(frame: pd.DataFrame, seeds: List[str]) -> pd.DataFrame:
+    """Of rows ordered oldest first, the ok ones of the given seeds, the latest per seed."""
+    if "status" in frame.columns:
+        frame = frame[frame["status"].map(_norm) == "ok"]
+    seed_ids = frame["seed"].map(_norm) if "seed" in frame.columns else pd.Series([""] * len(frame))
+    frame = frame[seed_ids.isin(seeds).to_numpy()]
+    return frame.assign(_seed=seed_ids[seed_ids.isin(seeds)].to_numpy()).drop_duplicates("_seed", keep="last")
+
+
 def compare(results: pd.DataFrame, baseline: pd.DataFrame, tolerances: Optional[Mapping[str, float]] = None,
             metrics: Optional[List[str]] = None) -> pd.DataFrame:
-    """Compare the latest matching results row of each baseline row, metric by metric (see the module docs).
+    """Compare each baseline row with the results, metric by metric (see the module docs).
+
+    A baseline row that gives ``seeds`` (a mean over those seeds, with ``<metric>_std`` their spread) is compared
+    with the mean of the results' rows of the same seeds (latest ok row per seed), within ``SE_MULTIPLIER``
+    standard errors of the difference of two such means; any other baseline row with the latest matching row.
 
     ``tolerances`` overrides ``DEFAULT_TOLERANCES`` per metric (as ``parse_tolerances`` returns), and also opts in
     timing metrics; ``metrics`` restricts the comparison to those metrics (opt-in ones included). Unknown metric
@@ -222,7 +226,13 @@ def compare(results: pd.DataFrame, baseline: pd.DataFrame, tolerances: Optional[
         match = np.ones(len(ordered), dtype=bool)
         for c, v in wanted.items():
             match &= (result_ids[c] == v).to_numpy()
-        latest = ordered.iloc[np.flatnonzero(match)[-1]] if match.any() else None
+        seeds = _seed_list(b_row["seeds"]) if "seeds" in baseline.columns else []
+        if seeds:  # a mean over seeds: the results' rows of those seeds
+            group = _latest_per_seed(ordered.iloc[np.flatnonzero(match)], seeds)
+            latest = group.iloc[-1] if len(group) else None
+        else:
+            group = None
+            latest = ordered.iloc[np.flatnonzero(match)[-1]] if match.any() else None
         run_id = "" if latest is None or "run_id" not in ordered.columns else _norm(latest["run_id"])
         ids = {c: ("" if _norm(b_row[c]) == "" else b_row[c]) for c in keys}
 
@@ -237,23 +247,115 @@ def compare(results: pd.DataFrame, baseline: pd.DataFrame, tolerances: Optional[
             tol = spec * abs(base) if rule.kind == "relative" else spec
             widened = False
             std = _number(b_row[f"{m}_std"]) if f"{m}_std" in baseline.columns else float("nan")
-            if not np.isnan(std) and STD_MULTIPLIER * std > tol:
-                tol, widened = STD_MULTIPLIER * std, True
             row = {**ids, "metric": m, "baseline": base, "result": np.nan, "delta": np.nan, "tolerance": tol,
-                   "tolerance_text": _fmt_tolerance(rule, tol if widened else spec, widened),
+                   "tolerance_text": _fmt_tolerance(rule, spec, False),
                    "status": "missing", "result_run_id": run_id, "note": ""}
             if latest is None:
-                row["note"] = "no matching results row"
+                row["note"] = "no matching results row" + (f" for seeds {', '.join(seeds)}" if seeds else "")
+                rows.append(row)
+                continue
+            if group is not None:
+                values = pd.to_numeric(group[m], errors="coerce") if m in group.columns else pd.Series([], dtype=float)
+                have = sorted(group["_seed"][values.notna().to_numpy()])
+                values = values.dropna()
+                value = float(values.mean()) if len(values) else float("nan")
+                n_res = len(values)
+                rerun = (_number(b_row[f"{m}_rerun_std"]) if f"{m}_rerun_std" in baseline.columns
+                         else float("nan"))
+                floor = tol
+                if n_res == len(seeds) and not np.isnan(rerun) and rule.kind == "absolute":
+                    # the same seeds: each seed's difference is only the floating-point path's (threads, CPU)
+                    tol, widened = max(floor, SE_MULTIPLIER * rerun / np.sqrt(n_res)), True
+                    row["tolerance_text"] = (f"±{tol:.3g} (paired over {n_res} seeds: {SE_MULTIPLIER:g} SE of a "
+                                             f"rerun's spread {rerun:.3g}, at least {floor:g})")
+                elif not np.isnan(std) and rule.kind == "absolute" and n_res:
+                    # other seeds: the standard error of a difference of two means over seeds
+                    tol = max(floor, SE_MULTIPLIER * std * np.sqrt(1.0 / len(seeds) + 1.0 / n_res))
+                    widened = True
+                    row["tolerance_text"] = (f"±{tol:.3g} (unpaired: {SE_MULTIPLIER:g} SE; seed spread {std:.3g}, "
+                                             f"n {len(seeds)} vs {n_res})")
+                if n_res and n_res < len(seeds):
+                    row["note"] = f"mean of seeds {', '.join(have)} of the baseline's {', '.join(seeds)}"
             else:
                 value = _number(latest[m]) if m in ordered.columns else float("nan")
-                if np.isnan(value):
-                    status = _norm(latest["status"]) if "status" in ordered.columns else ""
-                    row["note"] = f"latest matching row has no {m}" + (f" (status {status})" if status else "")
-                else:
-                    delta = value - base
-                    row.update(result=value, delta=delta, status=_classify(rule, delta, tol, base))
+                if not np.isnan(std) and STD_MULTIPLIER * std > tol:
+                    tol, widened = STD_MULTIPLIER * std, True
+                    row["tolerance_text"] = _fmt_tolerance(rule, tol, True)
+            row["tolerance"] = tol
+            if np.isnan(value):
+                status = _norm(latest["status"]) if "status" in ordered.columns else ""
+                row["note"] = f"latest matching row has no {m}" + (f" (status {status})" if status else "")
+            else:
+                delta = value - base
+                row.update(result=value, delta=delta, status=_classify(rule, delta, tol, base))
             rows.append(row)
     return pd.DataFrame(rows, columns=keys + RESULT_COLUMNS)
+
+
+def make_baseline(results: pd.DataFrame, metrics: Optional[List[str]] = None) -> pd.DataFrame:
+    """A baseline that knows its noise, from result rows (e.g. the same run at 1 and at 2 threads, or on two
+    machines): one row per measurement with the seed left open; cost counts as measured (they must agree
+    exactly across the rows, else ValueError); each accuracy metric as its mean over ``seeds`` with
+    ``<metric>_std`` the spread that ``compare`` judges a new mean by.
+
+    Each seed's value is the mean of its rows (one per thread count or machine). ``<metric>_std`` is the spread of
+    those values over seeds (what an unpaired comparison, on other seeds, is judged by); ``<metric>_rerun_std``
+    is how far a new run of the same seed falls from that value: the pooled spread of one seed across the rows,
+    times ``sqrt(1 + 1/k)`` for ``k`` rows per seed. A comparison on the same seeds is judged by it (paired), so
+    a baseline made at two thread counts tolerates the floating-point spread between them, not the seeds'.
+    """
+    from .results import unique_rows
+
+    ok = results[results["status"].map(_norm) == "ok"] if "status" in results.columns else results
+    if not len(ok):
+        raise ValueError("no ok result rows to make a baseline from")
+    acc = [m for m, r in METRIC_RULES.items() if r.kind == "absolute" and r.default and m in ok.columns
+           and ok[m].notna().any()]
+    if metrics is not None:
+        for m in metrics:
+            if m not in METRIC_RULES:
+                raise _unknown_metric(m)
+        acc = [m for m in acc if m in metrics]
+    counts = [m for m in _COUNTS if m in ok.columns]
+    id_cols = [c for c in KEY_COLUMNS if c != "seed"]
+    frames = []
+    for run_id, part in ok.groupby(ok["run_id"].map(_norm) if "run_id" in ok.columns else np.zeros(len(ok))):
+        frames.append(unique_rows(part))  # a run that holds a row twice counts it once
+    ok = pd.concat(frames)
+    out = []
+    for _, g in ok.groupby([ok[c].map(_norm) for c in id_cols], sort=False):
+        first = g.iloc[0]
+        row = {c: first[c] for c in id_cols}
+        for m in counts:
+            vals = pd.to_numeric(g[m], errors="coerce").dropna().unique()
+            if len(vals) > 1 and (vals.max() - vals.min()) > 1e-6 * max(1.0, abs(vals.max())):
+                raise ValueError(f"{m} of {first['backbone']} + {first['head']} differs between the rows "
+                                 f"({', '.join(f'{v:g}' for v in vals)}): a count must not")
+            row[m] = vals[0] if len(vals) else np.nan
+        trained = [m for m in acc if g[m].notna().any()]
+        if trained:
+            seeds = g["seed"].map(_norm)
+            row["seeds"] = ",".join(sorted(set(seeds) - {""}, key=lambda s: float(s)))
+            for m in trained:
+                vals = pd.to_numeric(g[m], errors="coerce")
+                per_seed = vals.groupby(seeds).mean()
+                within = vals.groupby(seeds).var(ddof=1).dropna()
+                k = float(vals.groupby(seeds).count().mean())
+                row[m] = per_seed.mean()
+                row[f"{m}_std"] = per_seed.std(ddof=1) if len(per_seed) > 1 else np.nan
+                row[f"{m}_rerun_std"] = (float(np.sqrt(within.mean() * (1 + 1 / k))) if len(within)
+                                         else np.nan)
+        else:
+            row["seed"] = first.get("seed")
+        for c in ("cpu", "threads", "torch_version", "timm_version", "git_commit"):
+            if c in g.columns:
+                row[c] = ";".join(sorted({str(v) for v in g[c].dropna()}))
+        out.append(row)
+    df = pd.DataFrame(out)
+    std_cols = sorted(c for c in df.columns if c.endswith("_std"))
+    lead = [c for c in KEY_COLUMNS if c in df.columns] + ["seeds"]
+    return df[[c for c in lead if c in df.columns] + [c for c in df.columns if c not in lead and c not in std_cols]
+              + std_cols]
 
 
 def _classify(rule: MetricRule, delta: float, tolerance: float, base: float) -> str:

@@ -97,6 +97,8 @@ def heads_cmd(in_features, num_classes, tokens, pattern, specs):
               "[default: $HEADBENCH_CACHE/features or ~/.cache/headbench/features].")
 @click.option("--resume", "resume", default=None, help="Continue run RUN_ID ('last' for the latest): only "
               "missing cells run.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads of every cell, recorded "
+              "in each row (a Ray task asks for that many CPUs) [default: this machine's cores].")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--ray-address", default=None, help="Ray cluster address [default: start a local Ray].")
 @click.option("--plot/--no-plot", default=True, show_default=True, help="Write plots when the run ends.")
@@ -161,6 +163,20 @@ def check_cmd(baseline, paths, results_dir, tols, metrics, allow_missing):
     sys.exit(check_command(baseline, paths, results_dir, tols, metrics, allow_missing))
 
 
+@cli.command("baseline")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(), help="The baseline CSV to write (e.g. results/baselines/ci.csv).")
+@click.option("--metrics", default="map,map_ema,top1,top1_ema", show_default=True,
+              help="Comma-separated accuracy metrics the baseline keeps (cost counts are always kept).")
+def baseline_cmd(paths, out, metrics):
+    """Make a baseline that knows its noise from result files (e.g. one run at 1 thread and one at 2): cost
+    counts exact, each accuracy metric as its mean over seeds with the seeds' spread (<metric>_std) and a rerun's
+    spread (<metric>_rerun_std), which `bench check` judges new results by."""
+    from .commands import baseline_command
+
+    baseline_command(paths, out, [m.strip() for m in metrics.split(",") if m.strip()])
+
+
 # --------------------------------------------------------------------------------------------------- study
 
 @cli.group("study", invoke_without_command=False)
@@ -198,6 +214,8 @@ def _study_command(name: str):
     @click.option("--checkpoint", default=None)
     @click.option("--workers", type=int, default=None)
     @click.option("--results-dir", default="results/runs", show_default=True)
+    @click.option("--threads", type=click.IntRange(min=1), default=None,
+                  help="torch threads of every cell [default: this machine's cores].")
     @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
     @click.option("--ray-address", default=None)
     def command(**kw):
@@ -254,7 +272,8 @@ def datasets_cmd():
 def main(argv=None):
     """Entry point: ValueError from the library becomes one line on stderr and exit code 2."""
     try:
-        cli.main(args=argv, prog_name="bench", standalone_mode=False)
+        args = list(sys.argv[1:] if argv is None else argv)
+        cli.main(args=args, prog_name="bench", standalone_mode=False, obj={"argv": args})
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

@@ -29,15 +29,47 @@ def validate(cfg) -> None:
         from .datasets import DATASETS
         from .spec import parse_spec
         DATASETS.get(parse_spec(cfg.dataset).name)
+    if cfg.checkpoint:  # in every mode, --cost-only too: a typo must not pass silently
+        from .model import load_checkpoint_file
+
+        load_checkpoint_file(cfg.checkpoint)
     if cfg.protocol == "eval" and not cfg.checkpoint and not cfg.cost_only and not cfg.pretrained:
         raise ValueError("--protocol eval evaluates a trained model: give --checkpoint PATH (or --pretrained)")
 
 
-def latest_run_id(results_dir: str) -> str:
-    files = sorted(glob.glob(os.path.join(results_dir, "*.csv")), key=os.path.getmtime)
-    if not files:
-        raise ValueError(f"--resume last: no runs in {results_dir!r}")
-    return os.path.splitext(os.path.basename(files[-1]))[0]
+def _run_ids(results_dir: str) -> list:
+    """The run ids in a results folder, latest first (study files excluded)."""
+    files = sorted(glob.glob(os.path.join(results_dir, "*.csv")), key=os.path.getmtime, reverse=True)
+    return [os.path.splitext(os.path.basename(f))[0] for f in files
+            if not os.path.basename(f).startswith("study-")]
+
+
+def resolve_resume(resume: Optional[str], results_dir: str) -> str:
+    """The run id ``--resume`` names ('last': the latest run); a run that is not in ``results_dir`` is an error
+    that lists the latest few (resuming a typo would silently start a new run under that name)."""
+    if not resume:
+        return ""
+    ids = _run_ids(results_dir)
+    if resume == "last":
+        if not ids:
+            raise ValueError(f"--resume last: no runs in {results_dir!r}")
+        return ids[0]
+    if not os.path.exists(os.path.join(results_dir, f"{resume}.csv")):
+        latest = ", ".join(ids[:5]) if ids else "none"
+        raise ValueError(f"--resume {resume!r}: no such run in {results_dir!r}; latest runs: {latest} "
+                         "(or --resume last)")
+    return resume
+
+
+def _argv() -> list:
+    """The words after ``bench`` of this invocation (for the command that resumes it)."""
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_root().obj if ctx is not None else None
+    return list(obj.get("argv", [])) if isinstance(obj, dict) else []
+
+
+def _stopped(cfg_path: str, hint: str, signum_name: str) -> None:
+    click.echo(f"\nstopped by {signum_name}: every finished row is in {cfg_path}; continue with\n  {hint}", err=True)
 
 
 # What `bench run` measures when --heads / --backbone are not given. Training on a CPU gets a small backbone and
@@ -52,7 +84,8 @@ DEFAULT_BACKBONE_CPU_TRAINING = "test_resnet"
 
 def run_command(heads, backbones, img_size, num_classes, batch_sizes, device, dtype, channels_last, compile_,
                 cost_only, no_timing, min_time, dataset, data_root, protocol, epochs, seeds, lr, train_batch_size, workers,
-                pretrained, checkpoint, results_dir, cache_dir, resume, executor, ray_address, plot) -> None:
+                pretrained, checkpoint, results_dir, cache_dir, resume, executor, ray_address, plot,
+                threads=None) -> None:
     from .fmt import parse_ints as _ints
     from .runner import RunConfig, pending_cells, plan_cells, run
 
@@ -78,11 +111,9 @@ def run_command(heads, backbones, img_size, num_classes, batch_sizes, device, dt
         compile=compile_, cost_only=cost_only, timing=not no_timing, min_time_s=min_time, dataset=dataset, data_root=data_root,
         protocol=protocol, epochs=epochs if epochs is not None else defaults["epochs"],
         seeds=_ints(seeds, "--seeds"), lr=lr, train_batch_size=train_batch_size, workers=workers,
-        pretrained=pretrained, checkpoint=checkpoint, results_dir=results_dir, cache_dir=cache_dir,
-        run_id=(latest_run_id(results_dir) if resume == "last" else resume) or "")
+        pretrained=pretrained, checkpoint=checkpoint, results_dir=results_dir, cache_dir=cache_dir, threads=threads,
+        run_id=resolve_resume(resume, results_dir))
     validate(cfg)
-    if not cost_only:
-        cfg.num_classes = _dataset_num_classes(cfg)
     ex = make_executor(executor, ray_address)
     all_cells = plan_cells(cfg)
     cells = pending_cells(cfg, all_cells)
@@ -106,8 +137,15 @@ def run_command(heads, backbones, img_size, num_classes, batch_sizes, device, dt
         if row.get("status") == "error":
             errors.append(row)
 
+    from .interrupt import Interrupted, handle_signals, resume_hint, with_resume
+
     try:
-        run(cfg, executor=ex, on_cell=on_cell, on_row=on_row, progress=progress)
+        with handle_signals():
+            run(cfg, executor=ex, on_cell=on_cell, on_row=on_row, progress=progress)
+    except Interrupted as stop:
+        bar.close()
+        _stopped(cfg.results_path, resume_hint(_argv(), lambda a: with_resume(a, cfg.run_id)), str(stop))
+        raise SystemExit(stop.exit_code)
     finally:
         bar.close()
     elapsed = time.time() - t0
@@ -128,13 +166,6 @@ def run_command(heads, backbones, img_size, num_classes, batch_sizes, device, dt
             click.echo("Plots: " + ", ".join(files))
     if errors:
         raise SystemExit(1)
-
-
-def _dataset_num_classes(cfg) -> int:
-    from .datasets import create_dataset
-
-    ds = create_dataset(cfg.dataset, "val", root=cfg.data_root, img_size=cfg.img_size)
-    return ds.num_classes
 
 
 def make_executor(name: str, address: Optional[str]):
@@ -319,8 +350,22 @@ def check_command(baseline, paths, results_dir, tols, metrics=None, allow_missin
     return 0
 
 
+def baseline_command(paths, out, metrics) -> None:
+    from .check import make_baseline
+    from .results import read_results, result_files
+
+    files = result_files(list(paths))
+    df = make_baseline(read_results(files), metrics=metrics)
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    df.to_csv(out, index=False, float_format="%.6g")
+    acc = [m for m in metrics if m in df.columns]
+    click.echo(f"wrote {len(df)} baseline rows to {out} from {len(files)} file(s); accuracy: "
+               + (", ".join(f"{m} (mean, {m}_std, {m}_rerun_std)" for m in acc) or "none"))
+
+
 def study_command(name, dataset, data_root, backbones, img_size, cost_only, seeds, epochs, protocol, batch_sizes,
-                  device, pretrained, checkpoint, workers, results_dir, executor, ray_address) -> None:
+                  device, pretrained, checkpoint, workers, results_dir, executor, ray_address,
+                  threads=None) -> None:
     """Run every configuration of a study into ``<results-dir>/study-<name>.csv``; finished cells are skipped."""
     from tqdm import tqdm
 
@@ -332,7 +377,7 @@ def study_command(name, dataset, data_root, backbones, img_size, cost_only, seed
     study = get_study(name)
     overrides = dict(dataset=dataset, data_root=data_root, img_size=img_size, cost_only=cost_only or None,
                      epochs=epochs, protocol=protocol, device=device, pretrained=pretrained or None,
-                     checkpoint=checkpoint, workers=workers,
+                     checkpoint=checkpoint, workers=workers, threads=threads,
                      backbones=split_specs(backbones) if backbones else None,
                      seeds=_ints(seeds, "--seeds") if seeds else None,
                      batch_sizes=_ints(batch_sizes, "--batch-sizes") if batch_sizes else None)
@@ -357,10 +402,17 @@ def study_command(name, dataset, data_root, backbones, img_size, cost_only, seed
     errors = []
     t0 = time.time()
     bar = tqdm(total=todo, unit="cell", dynamic_ncols=True, disable=None)
+    from .interrupt import Interrupted, handle_signals, resume_hint
+
     try:  # every pending cell of every configuration at once, so that a Ray cluster is kept busy
-        run_many([cfg for cfg, cells in plan if cells], ex, on_cell=lambda c: bar.update(1),
-                 on_row=lambda r: errors.append(r) if r.get("status") == "error" else None,
-                 progress=lambda m: bar.set_postfix_str(m[:60]))
+        with handle_signals():
+            run_many([cfg for cfg, cells in plan if cells], ex, on_cell=lambda c: bar.update(1),
+                     on_row=lambda r: errors.append(r) if r.get("status") == "error" else None,
+                     progress=lambda m: bar.set_postfix_str(m[:60]))
+    except Interrupted as stop:
+        bar.close()
+        _stopped(path, resume_hint(_argv() or ["study", name]), str(stop))
+        raise SystemExit(stop.exit_code)
     finally:
         bar.close()
     df = read_results([path])

@@ -26,15 +26,10 @@ def _import_ray():
     return ray
 
 
-def _run_cell_task(cfg: RunConfig, cell: Cell, threads: int) -> List[dict]:
-    """The body of one Ray task: ``execute_cell`` with torch's threads matched to the task's CPUs.
-
-    A worker process is shared by the tasks scheduled on it one after another, so the thread count is set on
-    every call (Ray sets OMP_NUM_THREADS for a task, but torch may have read it before).
-    """
-    import torch
-
-    torch.set_num_threads(max(1, threads))
+def _run_cell_task(cfg: RunConfig, cell: Cell) -> List[dict]:
+    """The body of one Ray task: ``execute_cell``, which runs the cell with ``cfg.threads`` torch threads (the
+    task asked Ray for that many CPUs). A worker process is shared by the tasks scheduled on it one after
+    another, so the thread count is set on every call (Ray sets OMP_NUM_THREADS, but torch may have read it)."""
     return execute_cell(cfg, cell)
 
 
@@ -89,7 +84,9 @@ class RayExecutor:
         address: a cluster to connect to ("auto", "ray://host:10001", "host:6379"); None starts a local Ray
             (or reuses the one this process already started).
         num_cpus: CPUs of the local Ray (None: all of this machine's); ignored when connecting to a cluster.
-        cpus_per_cell: CPUs each task requests; torch in the task uses that many threads.
+        cpus_per_cell: CPUs each task requests. None (the default): the run's ``threads``, so a cell runs with
+            the same thread count, and so the same floating-point path, as it would locally. A value other than
+            the run's threads is an error: the row records the threads it ran with.
         gpus_per_cell: GPUs each task requests. None means: 1 when the run's device is CUDA (the cluster must
             have GPUs), 0 on CPU. An explicit value is requested as given (e.g. for a cluster that adds GPU
             nodes on demand).
@@ -99,11 +96,12 @@ class RayExecutor:
             and the rest must be installed on the workers).
     """
 
-    def __init__(self, address: Optional[str] = None, num_cpus: Optional[int] = None, cpus_per_cell: float = 1,
+    def __init__(self, address: Optional[str] = None, num_cpus: Optional[int] = None,
+                 cpus_per_cell: Optional[int] = None,
                  gpus_per_cell: Optional[float] = None, max_retries: int = 1,
                  runtime_env: Optional[Dict[str, object]] = None):
         _import_ray()  # fail before any work when Ray is missing
-        if cpus_per_cell <= 0:
+        if cpus_per_cell is not None and cpus_per_cell <= 0:
             raise ValueError(f"cpus_per_cell must be > 0, got {cpus_per_cell}")
         if gpus_per_cell is not None and gpus_per_cell < 0:
             raise ValueError(f"gpus_per_cell must be >= 0, got {gpus_per_cell}")
@@ -169,10 +167,14 @@ class RayExecutor:
         if gpus and cfg.device.startswith("cuda:"):
             raise ValueError(f"--device {cfg.device}: with the ray executor use --device cuda; Ray gives each "
                              "cell its own GPU, which the task sees as cuda:0")
-        if self.address is None and cluster.get("CPU", 0) < self.cpus_per_cell:
-            raise ValueError(f"each cell asks for {self.cpus_per_cell} CPUs but the local Ray has "
-                             f"{cluster.get('CPU', 0):g}")
-        return {"num_cpus": self.cpus_per_cell, "num_gpus": gpus}
+        cpus = cfg.threads if self.cpus_per_cell is None else self.cpus_per_cell
+        if cpus != cfg.threads:
+            raise ValueError(f"cpus_per_cell={cpus} but the run's cells use {cfg.threads} threads: give --threads "
+                             f"{cpus} instead, so that the rows say what ran")
+        if self.address is None and cluster.get("CPU", 0) < cpus:
+            raise ValueError(f"each cell asks for {cpus} CPUs (--threads) but the local Ray has "
+                             f"{cluster.get('CPU', 0):g}; give --threads {int(cluster.get('CPU', 0)) or 1} or fewer")
+        return {"num_cpus": cpus, "num_gpus": gpus}
 
     # ------------------------------------------------------------------------------------------ running
 
@@ -206,10 +208,9 @@ class RayExecutor:
         for cfg, cell in jobs:
             if id(cfg) not in refs:
                 res = self.resources(cfg)
-                refs[id(cfg)] = (ray.put(cfg), remote.options(max_retries=self.max_retries, **res),
-                                 max(1, int(res["num_cpus"])))
-            cfg_ref, task, threads = refs[id(cfg)]
-            pending[task.remote(cfg_ref, cell, threads)] = (cfg, cell)
+                refs[id(cfg)] = (ray.put(cfg), remote.options(max_retries=self.max_retries, **res))
+            cfg_ref, task = refs[id(cfg)]
+            pending[task.remote(cfg_ref, cell)] = (cfg, cell)
         total, done = len(jobs), 0
         if progress:
             progress(f"{total} cells submitted to Ray")
@@ -261,6 +262,8 @@ def run_many(configs: Sequence[RunConfig], executor=None, on_row: Optional[Calla
             if cfg.results_path not in writers:
                 writers[cfg.results_path] = ResultsWriter(cfg.results_path)
             for row in rows:
+                if writers[cfg.results_path].holds(row):  # measured before, in a cell partly done
+                    continue
                 writers[cfg.results_path].write(row)
                 out.append(row)
                 if on_row:

@@ -84,21 +84,45 @@ def create_backbone(name: str, pretrained: bool = False, img_size: Optional[int]
     return model
 
 
+EXPECTED_CHECKPOINT = ("a file written by torch.save holding a state dict of tensors (raw, or under 'model', "
+                       "'state_dict' or 'state_dict_ema'): this project's own, or an official ML-Decoder release")
+
+
 def load_checkpoint_file(path: str) -> Dict[str, torch.Tensor]:
-    """The state dict inside a checkpoint file (raw, or under 'model' / 'state_dict' / 'state_dict_ema')."""
+    """The state dict inside a checkpoint file (raw, or under 'model' / 'state_dict' / 'state_dict_ema').
+
+    A missing, unreadable or foreign file raises ValueError naming the file and what was expected."""
+    if not os.path.exists(path):
+        raise ValueError(f"checkpoint {path!r} does not exist; expected {EXPECTED_CHECKPOINT}")
     if not os.path.isfile(path):
-        raise ValueError(f"checkpoint {path!r} does not exist")
+        raise ValueError(f"checkpoint {path!r} is not a file; expected {EXPECTED_CHECKPOINT}")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"checkpoint {path!r} cannot be read (permission denied)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling errors name the file and the problem
-        raise ValueError(f"cannot read checkpoint {path!r}: {e}") from None
+    except Exception as e:  # torch.load's own message is pages long: keep its first line
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise ValueError(f"checkpoint {path!r} is not a PyTorch checkpoint that can be loaded safely "
+                         f"({type(e).__name__}: {first}); expected {EXPECTED_CHECKPOINT}") from None
     for key in ("model", "state_dict", "state_dict_ema"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"checkpoint {path!r} holds no state dict of tensors")
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"checkpoint {path!r} holds {type(obj).__name__}, not a state dict of tensors; expected "
+                         f"{EXPECTED_CHECKPOINT}")
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
+
+
+def _key_mismatch(sd: Dict[str, torch.Tensor], own: Dict[str, torch.Tensor], what: str, path: str,
+                  ckpt_only: Optional[list] = None, model_only: Optional[list] = None) -> str:
+    """How a state dict misses a module: how many keys match, and a few of each side's others."""
+    matched = len(set(sd) & set(own))
+    ckpt_only = sorted(set(sd) - set(own)) if ckpt_only is None else ckpt_only
+    model_only = sorted(set(own) - set(sd)) if model_only is None else model_only
+    return (f"checkpoint {path!r} does not fit the {what}: {matched} of its {len(sd)} keys match the model's "
+            f"{len(own)}; checkpoint keys not in the model: {len(ckpt_only)} (e.g. {ckpt_only[:3]}); model keys "
+            f"not in the checkpoint: {len(model_only)} (e.g. {model_only[:3]})")
 
 
 def _load_strict(module: nn.Module, sd: Dict[str, torch.Tensor], what: str, path: str) -> None:
@@ -108,11 +132,9 @@ def _load_strict(module: nn.Module, sd: Dict[str, torch.Tensor], what: str, path
     if wrong:
         raise ValueError(f"checkpoint {path!r} does not fit the {what}: {len(wrong)} tensors have other shapes "
                          f"(checkpoint vs model), e.g. {wrong[:2]}; a different number of classes or options?")
-    missing, unexpected = module.load_state_dict(sd, strict=False)
+    missing, unexpected = module.load_state_dict(sd, strict=False)  # BatchNorm fills an absent num_batches_tracked
     if missing or unexpected:
-        raise ValueError(f"checkpoint {path!r} does not fit the {what}: "
-                         f"{len(missing)} missing keys (e.g. {missing[:3]}), "
-                         f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
+        raise ValueError(_key_mismatch(sd, own, what, path, sorted(unexpected), sorted(missing)))
 
 
 def load_checkpoint(model: HeadModel, path: str) -> None:
@@ -126,8 +148,9 @@ def load_checkpoint(model: HeadModel, path: str) -> None:
     head_sd = {k: v for k, v in sd.items() if k.split(".", 1)[0] in ("head", "fc")
                and is_official_head_key(k.split(".", 1)[1])}
     if not head_sd:
-        raise ValueError(f"checkpoint {path!r}: found neither this project's keys ('backbone.', 'head.') nor "
-                         "official ML-Decoder keys ('head.decoder.*' or 'fc.decoder.*')")
+        raise ValueError(_key_mismatch(sd, model.state_dict(), "model", path) + "; expected this project's keys "
+                         "('backbone.*', 'head.*') or an official ML-Decoder release ('head.decoder.*' or "
+                         "'fc.decoder.*')")
     backbone_sd = {k: v for k, v in sd.items() if k not in head_sd}
     filter_fn = getattr(sys.modules.get(type(model.backbone).__module__), "checkpoint_filter_fn", None)
     if filter_fn is not None:  # timm's own converter for this architecture's older key names

@@ -43,6 +43,50 @@ KEY_COLUMNS = [c for c in ID_COLUMNS if c != "run_id"]
 DEFAULT_RESULTS_DIR = os.path.join("results", "runs")
 
 
+def normalize_id(value) -> str:
+    """An identifier as comparable text: empty for missing, ints without '.0', booleans lower-case, so that
+    ``448``, ``448.0`` and ``"448"`` are one value, as are ``True`` and ``"true"``, and NaN and ``""``."""
+    import math
+
+    if value is None:
+        return ""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return "true" if value else "false"
+    if isinstance(value, float) or type(value).__name__.startswith("float"):
+        value = float(value)
+        if math.isnan(value):
+            return ""
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, int) or type(value).__name__.startswith("int"):
+        return str(int(value))
+    text = str(value).strip()
+    if text.lower() in ("true", "false"):
+        return text.lower()
+    if text.lower() in ("nan", "none", "<na>"):
+        return ""
+    try:
+        return normalize_id(float(text))
+    except ValueError:
+        return text
+
+
+def row_key(row) -> tuple:
+    """What identifies a measurement (``KEY_COLUMNS``, normalised): two ok rows of one file never share it."""
+    get = row.get if hasattr(row, "get") else (lambda c: row[c])
+    return tuple(normalize_id(get(c)) for c in KEY_COLUMNS)
+
+
+def unique_rows(df):
+    """The ok rows of ``df`` with one row per key (the last one written), so a file that holds a measurement
+    twice (written by an older version, or two files read together) counts it once; other rows are dropped."""
+    if not len(df):
+        return df
+    ok = df[df["status"].astype(str) == "ok"] if "status" in df.columns else df
+    keys = [row_key(r) for r in ok.to_dict("records")]
+    last = {k: i for i, k in enumerate(keys)}
+    return ok.iloc[sorted(last.values())]
+
+
 def new_run_id() -> str:
     return _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
@@ -92,8 +136,21 @@ def environment(device: str = "cpu") -> Dict[str, object]:
     return env
 
 
+class DuplicateRowError(ValueError):
+    """An ok row whose key the results file already holds: a finished measurement was about to be counted twice."""
+
+
+def _ok_keys(path: str) -> set:
+    with open(path, newline="") as f:
+        return {row_key(r) for r in csv.DictReader(f) if r.get("status") == "ok"}
+
+
 class ResultsWriter:
-    """Appends rows to a CSV file as they are made (flushed at once, so a crash loses nothing written)."""
+    """Appends rows to a CSV file as they are made (flushed at once, so a crash loses nothing written).
+
+    It refuses an ok row whose key (``row_key``) the file already holds (``DuplicateRowError``): a resumed run
+    never counts a measurement twice. Error rows may repeat (a cell that failed, then failed again).
+    """
 
     def __init__(self, path: str):
         self.path = path
@@ -107,20 +164,36 @@ class ResultsWriter:
         if exists:
             with open(path, newline="") as f:
                 self.columns = next(csv.reader(f))
+            self._keys = _ok_keys(path)
         else:
             self.columns = list(COLUMNS)
+            self._keys = set()
         self._writer = csv.DictWriter(self._file, fieldnames=self.columns, extrasaction="raise")
         if not exists:
             self._writer.writeheader()
             self._file.flush()
 
+    def holds(self, row: Dict[str, object]) -> bool:
+        """Whether the file already has an ok row with this row's key."""
+        return row_key(row) in self._keys
+
     def write(self, row: Dict[str, object]) -> None:
         unknown = set(row) - set(self.columns)
         if unknown:
             raise ValueError(f"unknown result columns {sorted(unknown)}; the schema is bench.results.COLUMNS")
-        self._writer.writerow({k: _fmt(v) for k, v in row.items()})
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        if row.get("status") == "ok":
+            key = row_key(row)
+            if key in self._keys:
+                shown = ", ".join(f"{c}={v}" for c, v in zip(KEY_COLUMNS, key) if v)
+                raise DuplicateRowError(f"{self.path} already holds an ok row for {shown}: refusing to write it "
+                                        "twice")
+            self._keys.add(key)
+        from .interrupt import deferred
+
+        with deferred():  # a stop signal waits until the row is on disk
+            self._writer.writerow({k: _fmt(v) for k, v in row.items()})
+            self._file.flush()
+            os.fsync(self._file.fileno())
 
     def close(self) -> None:
         self._file.close()

@@ -15,11 +15,19 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
-from .results import KEY_COLUMNS, DEFAULT_RESULTS_DIR, ResultsWriter, environment, new_run_id, read_results
+from .results import DEFAULT_RESULTS_DIR, ResultsWriter, environment, new_run_id, read_results, row_key
 from .spec import canonical
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 PROTOCOLS = ("finetune", "probe", "eval")
+
+
+def default_threads() -> int:
+    """The CPU cores this process may use (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 @dataclass
@@ -51,6 +59,7 @@ class RunConfig:
     cache_dir: Optional[str] = None
     results_dir: str = DEFAULT_RESULTS_DIR
     run_id: str = ""
+    threads: Optional[int] = None  # torch threads of every cell (None: this machine's cores); recorded in rows
 
     def __post_init__(self):
         from .heads import canonical_head_spec
@@ -61,6 +70,10 @@ class RunConfig:
             raise ValueError(f"unknown dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {self.protocol!r}; valid: {', '.join(PROTOCOLS)}")
+        if self.threads is None:
+            self.threads = default_threads()
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
+            raise ValueError(f"threads must be a whole number >= 1, got {self.threads!r}")
         if any(b < 1 for b in self.batch_sizes):
             raise ValueError(f"batch sizes must be >= 1, got {self.batch_sizes}")
         if self.img_size < 8:
@@ -72,6 +85,10 @@ class RunConfig:
                                  f"{torch.__version__}, cuda build: {torch.version.cuda or 'none'}); use --device cpu")
         elif self.device != "cpu":
             raise ValueError(f"unknown device {self.device!r}; valid: cpu, cuda, cuda:N")
+        if not self.cost_only:  # training: N is the dataset's (its cost rows too)
+            from .datasets import dataset_num_classes
+
+            self.num_classes = dataset_num_classes(self.dataset, self.data_root)
         if not self.run_id:
             self.run_id = new_run_id()
 
@@ -119,8 +136,8 @@ def cell_keys(cfg: RunConfig, cell: Cell) -> List[Dict[str, object]]:
     if cell.kind == "cost":
         return [_row_ids(cfg, cell.backbone, h, num_classes=cfg.num_classes, batch_size=cell.batch_size)
                 for h in cell.heads]
-    return [_row_ids(cfg, cell.backbone, cell.heads[0], dataset=cfg.dataset, protocol=cfg.protocol,
-                     epochs=cfg.epochs, seed=cell.seed)]
+    return [_row_ids(cfg, cell.backbone, h, num_classes=cfg.num_classes, dataset=cfg.dataset,
+                     protocol=cfg.protocol, epochs=cfg.epochs, seed=cell.seed) for h in cell.heads]
 
 
 # ----------------------------------------------------------------------------------------------- cost cells
@@ -221,11 +238,21 @@ def run_accuracy_cell(cfg: RunConfig, cell: Cell, progress: Optional[Callable[[s
 
 
 def execute_cell(cfg: RunConfig, cell: Cell, progress: Optional[Callable[[str], None]] = None) -> List[dict]:
-    """Run one cell and return its rows; an error becomes one row per expected key with status 'error'."""
+    """Run one cell with ``cfg.threads`` torch threads and return its rows; an error becomes one row per expected
+    key with status 'error'. A row whose identifiers are not one of the cell's planned keys is a bug (resuming
+    would never see it as done) and raises."""
+    import torch
+
     fn = run_cost_cell if cell.kind == "cost" else run_accuracy_cell
     rows: List[dict] = []
+    planned = {row_key(k) for k in cell_keys(cfg, cell)}
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
     try:
         for row in fn(cfg, cell, progress):
+            if row_key(row) not in planned:
+                raise RuntimeError(f"cell {cell.label!r} made a row keyed {row_key(row)}, not one of its planned "
+                                   f"keys {sorted(planned)}")
             rows.append(row)
     except (KeyboardInterrupt, ValueError):
         raise
@@ -236,38 +263,26 @@ def execute_cell(cfg: RunConfig, cell: Cell, progress: Optional[Callable[[str], 
             if (key["head"], key.get("batch_size")) not in done:
                 rows.append({**key, "status": "error", "error": msg, **environment(cfg.device)})
         rows[-1]["error"] = msg + " | " + traceback.format_exc(limit=3).replace("\n", " ")[-400:]
+    finally:
+        torch.set_num_threads(threads_before)
     return rows
 
 
 # --------------------------------------------------------------------------------------------------- driver
 
 def _done_keys(cfg: RunConfig) -> set:
-    """Identifier tuples of the ok rows already in this run's file (for --resume)."""
+    """Keys of the ok rows already in this run's file (for --resume)."""
     if not os.path.exists(cfg.results_path):
         return set()
     df = read_results([cfg.results_path])
     df = df[df["status"].astype(str) == "ok"]
-    return {_key_tuple(r) for r in df.to_dict("records")}
-
-
-def _norm(v):
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return ""
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    s = str(v)
-    return s
-
-
-def _key_tuple(row: dict) -> tuple:
-    return tuple(_norm(row.get(c)) for c in KEY_COLUMNS)
+    return {row_key(r) for r in df.to_dict("records")}
 
 
 def pending_cells(cfg: RunConfig, cells: Sequence[Cell]) -> List[Cell]:
+    """The cells of ``cells`` that some planned row of is not yet in the results file as an ok row."""
     done = _done_keys(cfg)
-    return [c for c in cells if not all(_key_tuple(k) in done for k in cell_keys(cfg, c))]
+    return [c for c in cells if not all(row_key(k) in done for k in cell_keys(cfg, c))]
 
 
 class LocalExecutor:
@@ -288,6 +303,8 @@ def run(cfg: RunConfig, executor=None, on_row: Optional[Callable[[dict], None]] 
     with ResultsWriter(cfg.results_path) as writer:
         for cell, cell_rows in executor.map(cfg, cells, progress):
             for row in cell_rows:
+                if writer.holds(row):  # a cell partly done before (one head of a cost cell): keep the first
+                    continue
                 writer.write(row)
                 rows.append(row)
                 if on_row:

@@ -24,7 +24,9 @@ def summarize(df, group=("backbone", "head")) -> List[dict]:
     """
     import pandas as pd
 
-    ok = df[df["status"].astype(str) == "ok"] if "status" in df.columns else df
+    from .results import unique_rows
+
+    ok = unique_rows(df)  # one row per measurement: a seed counts once however often it was written
     metric = primary_metric(ok)
     rows = []
     for keys, g in ok.groupby(list(group), sort=False):

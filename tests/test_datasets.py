@@ -175,18 +175,6 @@ def test_scenes_any_resolution_and_augment():
     assert any(not torch.equal(outs[0], o) for o in outs[1:])  # flip / cutout vary between epochs
 
 
-def test_scenes_is_fast():
-    """Generation must be a small fraction of CPU training time (measured: thousands of 64px images/s)."""
-    import time
-    ds = create_dataset("scenes(train_size=400)", img_size=64)
-    ds[0]
-    t = time.perf_counter()
-    for i in range(400):
-        ds[i]
-    rate = 400 / (time.perf_counter() - t)
-    assert rate > 500, f"scenes generates only {rate:.0f} images/s at 64 px"
-
-
 # ---- Fashion-MNIST (tiny IDX files written here) -------------------------------------------------------------------
 def write_idx(path, array, gz):
     array = np.asarray(array, dtype=np.uint8)

@@ -56,17 +56,10 @@ def _comparable(path):
 @pytest.mark.slow
 def test_ray_rows_equal_local_rows(ray_cluster, tmp_path):
     kw = dict(heads=["gap", "mldecoder(groups=20)"], backbones=["resnet10t", "resnet14t"], img_size=64,
-              cost_only=True, batch_sizes=[1], min_time_s=0.01, results_dir=str(tmp_path))
+              cost_only=True, batch_sizes=[1], min_time_s=0.01, results_dir=str(tmp_path), threads=1)
     local = RunConfig(run_id="local", **kw)
     ray_cfg = RunConfig(run_id="ray", **kw)
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in the Ray tasks; many threads on a busy 2-core machine only slow this down
-    try:
-        run(local, executor=LocalExecutor())
-    finally:
-        torch.set_num_threads(threads)
+    run(local, executor=LocalExecutor())
     rows, cells = _counted_run(ray_cfg, executors.RayExecutor())
     assert len(cells) == 2 and len(rows) == 2 * 2  # backbones x heads (x one batch size)
 
@@ -184,21 +177,43 @@ def test_cuda_run_needs_gpus_on_the_cluster(ray_cluster):
     cfg.device = "cuda"  # set after validation: the driver need not have a GPU for this check
     with pytest.raises(ValueError, match="the Ray cluster has no GPU"):
         executors.RayExecutor().resources(cfg)
+    cfg.threads = 1
     assert executors.RayExecutor(gpus_per_cell=1).resources(cfg) == {"num_cpus": 1, "num_gpus": 1}
-    assert executors.RayExecutor().resources(RunConfig(cost_only=True)) == {"num_cpus": 1, "num_gpus": 0}
+    assert executors.RayExecutor().resources(RunConfig(cost_only=True, threads=2)) == {"num_cpus": 2, "num_gpus": 0}
+    with pytest.raises(ValueError, match="give --threads 2 or fewer"):
+        executors.RayExecutor().resources(RunConfig(cost_only=True, threads=3))
+    with pytest.raises(ValueError, match="give --threads 1 instead"):
+        executors.RayExecutor(cpus_per_cell=1).resources(RunConfig(cost_only=True, threads=2))
 
 
 @pytest.mark.slow
 def test_ray_accuracy_rows_equal_local_rows(ray_cluster, tmp_path):
-    """Training cells through Ray (1 thread per task) give the same accuracy as in-process (2 threads)."""
+    """Training cells through Ray give exactly the rows they give in-process at the same thread count (each Ray
+    task asks for the run's threads and runs with them); every row records its threads."""
     kw = dict(heads=["gap", "mldecoder(embed=32, ffn=64, heads=4)"], backbones=["test_resnet"], img_size=32,
               dataset="scenes(train_size=256, val_size=64)", epochs=1, seeds=[0, 1], timing=False, workers=0,
-              results_dir=str(tmp_path))
+              results_dir=str(tmp_path), threads=1)
     local = RunConfig(run_id="local", **kw)
     ray = RunConfig(run_id="ray", **kw)
     run(local, executor=LocalExecutor())
     run(ray, executor=ray_cluster)
+    for cfg in (local, ray):
+        assert (read_results([cfg.results_path])["threads"] == 1).all()
     a, b = _comparable(local.results_path), _comparable(ray.results_path)
     a, b = (df.drop(columns=["train_s"]) for df in (a, b))  # a duration, like the timings
     assert a["map"].notna().sum() == 4
     assert a.equals(b)
+
+
+def test_cells_run_with_the_stated_threads_and_restore_the_callers(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    seen = []
+    cfg = RunConfig(heads=["gap"], backbones=["resnet10t"], img_size=32, cost_only=True, timing=False,
+                    results_dir=str(tmp_path), threads=1)
+    rows = execute_cell(cfg, plan_cells(cfg)[0], progress=lambda m: seen.append(torch.get_num_threads()))
+    assert seen and set(seen) == {1} and rows[0]["threads"] == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads must be a whole number >= 1"):
+        RunConfig(cost_only=True, threads=0)

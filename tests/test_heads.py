@@ -1,7 +1,7 @@
 """The head contract (every registered head), spec strings, and parity with the official ML-Decoder.
 
-The parity fixtures live in ``../shared/fixtures/mldecoder_parity/`` (outside the repository); the parity tests
-are skipped with a reason when that directory is absent.
+The parity fixtures (official ML-Decoder outputs on five cases, with their README) are copied into
+``tests/fixtures/mldecoder_parity/``, so a clone tests parity on its own; a missing fixture fails, never skips.
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from bench.heads import HEADS, create_head, head_options, list_heads
 from bench.heads.mldecoder import convert_official_state_dict
 from bench.spec import Spec, canonical, parse_spec, split_specs
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mldecoder_parity"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "mldecoder_parity"
+PARITY_CASES = ("full_groups", "group_decoding", "token_input", "many_classes", "zsl_word_queries")
 C = 32  # in_features: small, and divisible by attnpool's 8 heads
 WORD_DIM = 300  # mldecoder's default word_dim
 
@@ -323,7 +324,7 @@ def test_split_specs_unbalanced(text):
 # ------------------------------------------------------------------------------------------ official parity ---
 
 def _fixture_files():
-    return sorted(FIXTURES.glob("*.pt")) if FIXTURES.is_dir() else []
+    return [FIXTURES / f"{name}.pt" for name in PARITY_CASES]
 
 
 def _fixture_spec(config: dict) -> str:
@@ -346,20 +347,16 @@ def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def fixtures():
-    files = _fixture_files()
-    if not files:
-        pytest.skip(f"parity fixtures not found in {FIXTURES} (they live in the shared directory beside the repo)")
-    return {p.name: _load_fixture(p) for p in files}
+    return {p.name: _load_fixture(p) for p in _fixture_files()}
 
 
 def test_parity_fixture_set_is_complete(fixtures):
-    # The README names five cases; the parity test below runs whatever the directory holds.
-    assert {"full_groups.pt", "group_decoding.pt", "token_input.pt", "many_classes.pt",
-            "zsl_word_queries.pt"} <= set(fixtures)
+    # The README names five cases; each must be there (the test fails rather than skips without them).
+    assert set(fixtures) == {f"{name}.pt" for name in PARITY_CASES}
+    assert (FIXTURES / "README.md").is_file()
 
 
-@pytest.mark.parametrize("path", _fixture_files() or [pytest.param(None, marks=pytest.mark.skip(
-    reason=f"parity fixtures not found in {FIXTURES}"))], ids=lambda p: p.stem if p else "missing")
+@pytest.mark.parametrize("path", _fixture_files(), ids=lambda p: p.stem)
 def test_parity_with_official_outputs(path):
     case = _load_fixture(path)
     cfg = case["config"]

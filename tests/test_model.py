@@ -205,18 +205,30 @@ def test_missing_checkpoint_file(tmp_path):
 def test_checkpoint_with_unrelated_keys(tmp_path):
     path = tmp_path / "other.pth"
     torch.save({"model": {"encoder.weight": torch.zeros(3), "decoder.bias": torch.zeros(3)}}, path)
-    with pytest.raises(ValueError, match="found neither"):
+    with pytest.raises(ValueError, match="0 of its 2 keys match") as err:
         build_model("resnet18", "mldecoder(embed=64, ffn=128)", 5, checkpoint=str(path))
+    assert "decoder.bias" in str(err.value) and "backbone.bn1.bias" in str(err.value)  # a few of each side
 
 
 def test_checkpoint_that_is_not_a_state_dict(tmp_path):
     path = tmp_path / "garbage.pth"
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="cannot read checkpoint"):
+    with pytest.raises(ValueError, match="is not a PyTorch checkpoint") as err:
         load_checkpoint_file(str(path))
+    assert "garbage.pth" in str(err.value) and "expected a file written by torch.save" in str(err.value)
+    assert len(str(err.value)) < 700 and "\n" not in str(err.value)  # one line, not torch.load's pages
     torch.save({"model": [1, 2, 3]}, path)
-    with pytest.raises(ValueError, match="no state dict"):
+    with pytest.raises(ValueError, match="not a state dict of tensors"):
         load_checkpoint_file(str(path))
+
+
+def test_checkpoint_of_this_project_with_no_matching_key(tmp_path):
+    path = tmp_path / "renamed.pth"
+    sd = {"backbone." + k.replace("layer", "stage"): v for k, v in build_model("resnet18", "gap", 5).backbone.state_dict().items()}
+    torch.save(sd, path)
+    with pytest.raises(ValueError, match=r"keys match the model's") as err:
+        build_model("resnet18", "gap", 5, checkpoint=str(path))
+    assert "backbone.stage1" in str(err.value) and "backbone.layer1" in str(err.value)
 
 
 def test_checkpoint_for_another_backbone(tmp_path):

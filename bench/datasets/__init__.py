@@ -39,5 +39,19 @@ def create_dataset(spec: str, split: str = "train", root: Optional[str] = None, 
 
 from .defaults import DATASET_DEFAULTS  # noqa: E402,F401
 
+def dataset_num_classes(spec: str, root: Optional[str] = None) -> int:
+    """N of a dataset spec. A dataset whose class count is fixed by its definition (``class_count``: Fashion-MNIST's
+    10, VOC's 20, the ``classes`` option of scenes) says it without reading any file; the others build their
+    evaluation split and count its classes."""
+    parsed = parse_spec(spec)
+    builder = DATASETS.get(parsed.name)
+    count = getattr(builder, "class_count", None)
+    if count is not None:
+        n = count(**parsed.kwargs)
+        if n is not None:
+            return int(n)
+    return create_dataset(spec, "val", root=root, img_size=32).num_classes
+
+
 # Importing the modules registers the datasets (explicit list: no directory scanning).
 from . import scenes, fashion, coco, voc, nuswide, openimages, imagefolder  # noqa: E402,F401

@@ -120,6 +120,10 @@ def _subset_size(name: str, value: Optional[int], available: int) -> int:
 class FashionMNIST(HeadDataset):
     """Fashion-MNIST, single-label, 10 classes; see the module docstring."""
 
+    @staticmethod
+    def class_count(**options) -> int:
+        return len(CLASS_NAMES)
+
     def __init__(self, root: Optional[str] = None, split: str = "train", img_size: int = 224,
                  train_augment: bool = False, *, train_size: Optional[int] = None, val_size: Optional[int] = None):
         super().__init__()
@@ -146,6 +150,10 @@ class FashionMNIST(HeadDataset):
 @register_dataset("fashion-mosaic")
 class FashionMosaic(HeadDataset):
     """Multi-label mosaics of Fashion-MNIST images; see the module docstring."""
+
+    @staticmethod
+    def class_count(**options) -> int:
+        return len(CLASS_NAMES)
 
     def __init__(self, root: Optional[str] = None, split: str = "train", img_size: int = 224,
                  train_augment: bool = False, *, grid: int = 2, empty: float = 0.25, train_size: int = 10000,

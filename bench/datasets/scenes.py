@@ -151,6 +151,10 @@ def _background(rng: np.random.Generator, size: int, textured: bool) -> np.ndarr
 class Scenes(HeadDataset):
     """Colour-shape scenes; see the module docstring for the options."""
 
+    @staticmethod
+    def class_count(classes: int = 48, **options) -> int:
+        return classes
+
     def __init__(self, root: Optional[str] = None, split: str = "train", img_size: int = 224,
                  train_augment: bool = False, *, classes: int = 48, train_size: int = 2000, val_size: int = 500,
                  seed: int = 0, holdout: Union[int, Sequence[str]] = 0, max_objects: int = 4,

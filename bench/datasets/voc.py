@@ -78,6 +78,10 @@ def parse_annotation(path: str) -> np.ndarray:
 class VOC2007(ImageFileDataset):
     """PASCAL VOC 2007, 20 classes, difficult objects as unknown (-1); see the module docstring."""
 
+    @staticmethod
+    def class_count(**options) -> int:
+        return len(CLASS_NAMES)
+
     def __init__(self, root: Optional[str] = None, split: str = "train", img_size: int = 224,
                  train_augment: bool = False):
         name = check_split("voc2007", split, SPLITS)

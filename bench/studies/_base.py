@@ -115,9 +115,9 @@ class Study:
 
 
 def _dataset_classes(spec: str, root) -> int:
-    from ..datasets import create_dataset
+    from ..datasets import dataset_num_classes
 
-    return create_dataset(spec, "val", root=root, img_size=32).num_classes
+    return dataset_num_classes(spec, root)
 
 
 def register_study(study: Study) -> Study:
