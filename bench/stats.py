@@ -359,11 +359,13 @@ def _chance_level(h, setting_rows, ref_rows) -> Tuple[Optional[float], str]:
     if h.chance_value is not None:
         return float(h.chance_value), "the stated chance level"
     col = f"{h.metric}_chance"
-    return _mean(_num(ref_rows, col)), f"a constant predictor ({col})"
+    return _mean(_num(ref_rows, col)), f"a constant predictor, column {col}"
 
 
 def evaluate_hypothesis(h, rows, study: str = "") -> List[Verdict]:
-    """One verdict per setting (the distinct values of ``h.per``) of hypothesis ``h`` on accuracy rows."""
+    """One verdict per setting (the distinct values of ``h.per``) of hypothesis ``h`` on accuracy rows. Rows
+    without a value of ``h.metric`` are not this hypothesis' rows (e.g. top-1 rows for an mAP hypothesis)."""
+    rows = rows[_num(rows, h.metric).notna()]
     variant_all, reference_all = select(rows, h.variant), select(rows, h.reference)
     both = variant_all if not len(reference_all) else reference_all if not len(variant_all) else None
     if both is None:

@@ -5,7 +5,8 @@ A study's rows go to ``<results-dir>/study-<name>.csv``; cells already there are
 interrupted study resumes where it stopped.
 """
 from ._base import (  # noqa: F401  (the study API, re-exported)
-    ABOVE_CHANCE, DATA_OPTIONS, PROXY, SMALL, STUDIES, Hypothesis, Study, get_study, grid, list_studies, register_study,
+    ABOVE_CHANCE, DATA_OPTIONS, PROXY, SETTING, SMALL, STUDIES, Hypothesis, Study, get_study, grid, list_studies,
+    register_study,
 )
 
 # The studies, one small file each (explicit list: no directory scanning).

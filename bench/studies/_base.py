@@ -21,6 +21,9 @@ DATA_OPTIONS = ("dataset", "data_root", "protocol", "epochs", "seeds", "lr", "tr
 # ML-Decoder and the transformer decoder at CPU-scale widths (the paper's D=768, FFN 2048 would cost more than
 # the small backbone); both heads get the same widths so that comparisons stay fair.
 SMALL = "embed=128, ffn=512, heads=4"
+# The columns that make one accuracy setting: a hypothesis compares heads within it (pairs by seed), one verdict
+# per setting when a study runs several (or when `--backbone a,b` etc. make it several).
+SETTING = ("backbone", "dataset", "img_size")
 
 
 def grid(**axes) -> List[Dict[str, Any]]:
@@ -99,7 +102,10 @@ class Study:
             variation with ``cost_only=True`` measures cost only; the others train and evaluate (on the CPU
             proxy unless ``--dataset`` etc. are given), unless the command line says ``--cost-only``.
         notes: what a reader of the report should know (proxies, limits of the CPU-scale version).
-        hypotheses: what would count as the claim holding or failing (``Hypothesis``), beside the grid.
+        hypotheses: what would count as an accuracy claim holding or failing (``Hypothesis``), beside the grid;
+            ``bench.stats.evaluate`` decides them and the report renders the verdicts.
+        cost_rules: the thresholds of the study's cost rules (e.g. the log-log slope below which growth counts
+            as linear), by name, applied by the claim's cost code in ``bench.report``.
     """
 
     name: str
@@ -110,6 +116,7 @@ class Study:
     variations: List[Dict[str, Any]]
     notes: str = ""
     hypotheses: List[Hypothesis] = dataclasses.field(default_factory=list)
+    cost_rules: Dict[str, float] = dataclasses.field(default_factory=dict)
 
     def configs(self, results_dir: str = "results/runs", **overrides) -> list:
         """The RunConfigs of the study, every one writing to the study's own results file."""
