@@ -288,3 +288,39 @@ def test_hypothesis_is_validated_as_data():
         Hypothesis(name="h", statement="", variant={"head": A}, reference={"head": "gap"}, test="equal")
     assert Hypothesis(name="h", statement="", variant={"head": A}, reference={"head": "gap"},
                       test="better").margin == 0.0
+
+
+# ------------------------------------------------------------------------------------- bench run's summary
+
+def test_run_summary_compares_heads_by_the_paired_difference():
+    """`bench run`'s table pairs each head with the backbone's first head by seed: a steady +1 over seed levels
+    that vary by 10 points is "better" (unpaired, the spread would hide it); a head that wanders is "not
+    distinguishable"."""
+    from bench.commands import summary_text
+    from bench.tables import summarize
+
+    level = {0: 40.0, 1: 50.0, 2: 45.0}
+    spec = [("gap", level), ("mldecoder", {s: v + 1.0 for s, v in level.items()}),
+            ("txdec", {0: 43.0, 1: 48.0, 2: 46.0}), ("csra", {s: v - 2.0 for s, v in level.items()})]
+    rows = []
+    for backbone in ("b1", "b2"):
+        for head, values in spec:
+            rows += [dict(backbone=backbone, head=head, seed=s, map=v, status="ok") for s, v in values.items()]
+    df = pd.DataFrame(rows)
+    for c in COLUMNS:
+        if c not in df.columns:
+            df[c] = pd.NA
+    out = {(r["backbone"], r["head"]): r for r in summarize(df)}
+    assert "delta" not in out[("b1", "gap")]
+    r = out[("b1", "mldecoder")]
+    assert r["delta"] == pytest.approx(1.0) and r["delta_low"] == pytest.approx(1.0) and r["delta_n"] == 3
+    assert r["delta_word"] == "better"
+    assert out[("b2", "csra")]["delta_word"] == "worse"  # paired within its own backbone
+    # txdec - gap: +3, -2, +1 -> mean 0.67, sd 2.52, interval +-6.26
+    t = out[("b1", "txdec")]
+    assert t["delta_word"] == "not distinguishable at 3 seeds"
+    assert t["delta_high"] - t["delta"] == pytest.approx(4.302653 * 2.516611 / math.sqrt(3), abs=1e-4)
+    text = summary_text(df)
+    assert "+1.0 [+1.0, +1.0]" in text and "better" in text and "not distinguishable at 3 seeds" in text
+    one = df[df["seed"] == 0]
+    assert summarize(one)[1]["delta_word"] == "not distinguishable at 1 seed (no interval)"
