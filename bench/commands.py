@@ -205,7 +205,7 @@ def _duration(s: float) -> str:
 
 def summary_text(df, group=("backbone", "head")) -> str:
     from .fmt import format_table as _table
-    from .tables import fmt_pm, summarize, verdict
+    from .tables import fmt_interval, fmt_pm, summarize
 
     # Show the identifiers that vary (img_size, num_classes, dataset) only when they do.
     group = [g for g in group if g in ("backbone", "head") or df[g].astype(str).nunique() > 1]
@@ -224,8 +224,8 @@ def summary_text(df, group=("backbone", "head")) -> str:
             o["acc"] = fmt_pm(r.get("acc_mean"), r.get("acc_std"))
             o["ema"] = fmt_pm(r.get("acc_ema_mean"), None)
             if "delta" in r:
-                o["delta"] = fmt_pm(r["delta"], r.get("delta_noise"))
-                o["verdict"] = verdict(r["delta"], r.get("delta_noise"))
+                o["delta"] = fmt_interval(r["delta"], r.get("delta_low"), r.get("delta_high"))
+                o["verdict"] = r.get("delta_word", "")
         out.append(o)
     cols = ["backbone", "head", *extra, "params_head", "gmacs_head", "gmacs_total"]
     heads = ["backbone", "head", *extra, "head params (M)", "head GMACs", "total GMACs"]
@@ -237,7 +237,7 @@ def summary_text(df, group=("backbone", "head")) -> str:
         metric = next(r["metric"] for r in rows if "metric" in r)
         n = max(r.get("n_seeds", 0) for r in rows)
         cols += ["acc", "ema", "delta", "verdict"]
-        heads += [f"{metric} (n={n})", f"{metric} EMA", "vs first head", "difference"]
+        heads += [f"{metric} (n={n})", f"{metric} EMA", "vs first head, paired (95%)", "difference"]
     text = _table(out, cols, heads)
     ops = _uncounted_union(df)
     if ops:
@@ -245,8 +245,9 @@ def summary_text(df, group=("backbone", "head")) -> str:
                  + ".\nMACs count matrix products and convolutions, as timm's gmacs and the paper's FLOPs do.")
     if has_acc:
         text += ("\n\nAccuracy: mean ± std over seeds, last epoch (EMA beside it; nothing selected on the "
-                 "evaluation split).\n'vs first head': difference of means ± combined seed spread; 'above noise' "
-                 "when larger than twice the spread.")
+                 "evaluation split).\n'vs first head': paired by seed (the heads of a seed share the backbone's "
+                 "initial weights and data order), the mean difference from the backbone's first head and its 95% "
+                 "interval; 'better' or 'worse' when the interval excludes 0.")
     return text
 
 

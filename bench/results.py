@@ -30,6 +30,9 @@ ACCURACY_COLUMNS = [
     "map", "map_ema", "cp", "cr", "cf1", "op", "or", "of1", "f1_at_3", "f1_at_5", "top1", "top1_ema", "top5",
     "zsl_map", "zsl_map_ema", "gzsl_map", "train_s", "train_images", "eval_split", "eval_images",
     "map_no_positive_policy", "map_no_positive_classes", "skipped_images",
+    # The evaluation split's chance level (a constant predictor, ``bench.evaluation.chance_metrics``) and how far
+    # training moved the head's queries (||q - q0|| / ||q0||; 0 for fixed queries, empty without queries).
+    "map_chance", "zsl_map_chance", "top1_chance", "query_shift",
 ]
 # ``source`` says where a row comes from when it was not measured by this suite (the paper's tables).
 ENV_COLUMNS = [

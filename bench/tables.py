@@ -19,8 +19,10 @@ def primary_metric(df) -> Optional[str]:
 def summarize(df, group=("backbone", "head")) -> List[dict]:
     """One row per (backbone, head): cost at batch 1 and the largest batch, accuracy mean ± std over seeds.
 
-    Adds ``delta`` (difference of the mean from the first head of the same backbone) and ``delta_noise``
-    (the combined seed spread of the two), so a difference can be read against the noise.
+    Every head after the first of a backbone (and of the same other ``group`` values) is compared with that
+    first head seed by seed (the heads of a seed share the backbone's initial weights and the data order):
+    ``delta`` is the mean paired difference, ``delta_low``/``delta_high`` its 95% interval, ``delta_n`` the
+    shared seeds and ``delta_word`` says it in words (``compare_word``).
     """
     import pandas as pd
 
@@ -50,17 +52,55 @@ def summarize(df, group=("backbone", "head")) -> List[dict]:
             if ema in g.columns:
                 ev = pd.to_numeric(g[ema], errors="coerce").dropna()
                 r["acc_ema_mean"] = ev.mean() if len(ev) else np.nan
+            r["_by_seed"] = _by_seed(g, metric)
         rows.append(r)
     if metric:
+        from .stats import paired_difference
+
         base = {}
+        setting = [c for c in group if c != "head"]
         for r in rows:
-            b = base.setdefault(r["backbone"], r)
+            b = base.setdefault(tuple(r[c] for c in setting), r)
             if r is b:
                 continue
-            r["delta"] = r["acc_mean"] - b["acc_mean"]
-            spread = np.sqrt(np.nansum([r.get("acc_std", np.nan) ** 2, b.get("acc_std", np.nan) ** 2]))
-            r["delta_noise"] = spread if spread > 0 else np.nan
+            d = paired_difference(r["_by_seed"], b["_by_seed"])
+            r.update(delta=d.mean, delta_low=d.low, delta_high=d.high, delta_n=d.n, delta_word=compare_word(d))
+    for r in rows:
+        r.pop("_by_seed", None)
     return rows
+
+
+def _by_seed(g, metric) -> dict:
+    """seed -> metric of one (backbone, head) group (the latest row of a seed measured twice)."""
+    import pandas as pd
+
+    seeds = pd.to_numeric(g["seed"], errors="coerce") if "seed" in g.columns else pd.Series(dtype=float)
+    vals = pd.to_numeric(g[metric], errors="coerce")
+    return {int(s): float(v) for s, v in zip(seeds, vals) if s == s and v == v}
+
+
+def compare_word(d) -> str:
+    """A paired difference (``bench.stats.Difference``, head minus first head) in words: "better" or "worse"
+    when its 95% interval excludes 0, else "not distinguishable at n seeds"."""
+    from .stats import CONTRADICTED, SUPPORTED, decide
+
+    if d.n < 2:
+        return f"not distinguishable at {d.n} seed{'s' if d.n != 1 else ''} (no interval)"
+    outcome = decide(d, "better").outcome
+    if outcome == SUPPORTED:
+        return "better"
+    if outcome == CONTRADICTED:
+        return "worse"
+    return f"not distinguishable at {d.n} seeds"
+
+
+def fmt_interval(mean, low, high, digits=1) -> str:
+    """``+1.2 [-0.3, +2.7]``: a difference and its interval (the interval left out when not finite)."""
+    if mean is None or mean != mean:
+        return ""
+    if low is None or low != low or high is None or high != high:
+        return f"{mean:+.{digits}f}"
+    return f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
 def fmt_pm(mean, std, digits=1) -> str:
@@ -69,12 +109,3 @@ def fmt_pm(mean, std, digits=1) -> str:
     if std is None or std != std:
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def verdict(delta, noise) -> str:
-    """A difference is called real only when it exceeds twice the combined seed spread."""
-    if delta is None or delta != delta:
-        return ""
-    if noise is None or noise != noise:
-        return "no spread (1 seed)"
-    return "above noise" if abs(delta) > 2 * noise else "within noise"

@@ -394,3 +394,24 @@ def test_converted_keys_are_exactly_the_heads(fixtures):
 def test_convert_without_official_keys_raises():
     with pytest.raises(ValueError, match="no ML-Decoder keys"):
         convert_official_state_dict({"conv1.weight": torch.zeros(1), "fc.weight": torch.zeros(1)})
+
+
+def test_query_noise_is_relative_to_the_embeddings_norm():
+    """query_noise=0.3 moves each class embedding by about 0.3 of the embeddings' mean norm, whatever their scale."""
+    head = create_head('mldecoder(queries="word", word_dim=384, embed=32, ffn=64, heads=4, dropout=0.0, '
+                       'query_noise=0.3)', 16, 5).train()
+    seen = []
+    head.word_proj.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 3, 3)
+    for scale in (1.0, 50.0):
+        E = torch.nn.functional.normalize(torch.randn(200, 384), dim=1) * scale
+        head(x, class_embeddings=E)
+        ratio = float((seen[-1] - E).norm(dim=1).mean() / E.norm(dim=1).mean())
+        assert ratio == pytest.approx(0.3, rel=0.05)
+    head.eval()
+    head(x, class_embeddings=E)
+    assert torch.equal(seen[-1], E)  # no noise at inference
+    assert head.query_parameters() == {}
+    fixed = create_head("mldecoder(embed=32, ffn=64, heads=4)", 16, 5)
+    assert list(fixed.query_parameters()) == ["queries"] and fixed.query_parameters()["queries"] is fixed.queries

@@ -104,3 +104,59 @@ def test_an_interrupted_study_resumes_without_rerunning(tmp_path, monkeypatch, c
     assert sorted(rows["batch_size"]) == [1, 1, 2, 2] and (rows["status"] == "ok").all()
     out = capsys.readouterr().out
     assert "1 to run" in out
+
+
+def _planned_rows(study, metric):
+    """One row per planned accuracy cell (config, backbone, head, seed) with ``metric`` = 1, as a study run would
+    write them (heads canonical, as the runner labels them)."""
+    from bench.results import COLUMNS
+
+    rows = []
+    for c in study.configs():
+        if c.cost_only:
+            continue
+        for b in c.backbones:
+            for h in c.heads:
+                for s in c.seeds:
+                    rows.append(dict(backbone=b, head=h, dataset=c.dataset, img_size=c.img_size, epochs=c.epochs,
+                                     seed=s, status="ok", **{metric: 1.0, f"{metric}_chance": 0.0}))
+    df = pd.DataFrame(rows)
+    for col in COLUMNS:
+        if col not in df.columns:
+            df[col] = pd.NA
+    return df
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_hypothesis_selects_its_grid_unambiguously(name):
+    """Each hypothesis of a study names cells its grid plans: on the planned rows it finds both sides, paired
+    over every seed, with one row per seed (bench.stats raises on an ambiguous selection)."""
+    from bench import stats
+    from bench.studies import Study
+
+    study = get_study(name)
+    for h in study.hypotheses:
+        df = _planned_rows(study, h.metric)
+        verdicts = stats.evaluate(Study(study.name, study.claim, "", "", {}, [], hypotheses=[h]), df)
+        paired = [v for v in verdicts if v.outcome != stats.NOT_RUN]
+        assert paired, f"{name}: hypothesis {h.name!r} matches no planned cell"
+        seeds = len(study.base.get("seeds", [0]))
+        assert all(v.difference.n == seeds for v in paired), h.name
+        assert len(h.statement) > 10 and h.margin >= 0
+
+
+def test_accuracy_claims_state_their_margins():
+    for name in ALL:
+        for h in get_study(name).hypotheses:
+            if h.test == "not_worse":
+                assert h.margin == 1.0 and "1 " in h.statement and "point" in h.statement, h.name
+
+
+def test_proxy_fixes_in_the_grids():
+    vit = [c for c in get_study("drop-in").configs() if c.backbones == ["test_vit"]]
+    assert len(vit) == 1 and vit[0].epochs == 15 and vit[0].lr == 3e-3  # trains past chance
+    assert all(len(c.seeds) >= 5 for n in ALL for c in get_study(n).configs() if not c.cost_only)
+    zsl_heads = [h for c in get_study("zsl").configs() for h in c.heads]
+    assert sorted(re.findall(r"query_noise=([\d.]+)", " ".join(zsl_heads))) == ["0.1", "0.3", "1.0"]
+    [q] = get_study("queries").hypotheses
+    assert q.differ == "query_shift" and q.differ_min > 0

@@ -170,6 +170,27 @@ def test_param_groups_skip_biases_norms_and_frozen_queries():
     assert any(p is learnable.head.queries for p in param_groups(learnable, 1e-4)[0]["params"])
 
 
+def test_learnable_queries_get_their_own_lr_and_no_weight_decay():
+    learnable = tiny_model("mldecoder(embed=32, ffn=64, heads=4, queries='learnable')")
+    groups = param_groups(learnable, 1e-4, query_lr=0.1)
+    assert len(groups) == 3 and groups[2]["lr"] == 0.1 and groups[2]["weight_decay"] == 0.0
+    assert len(groups[2]["params"]) == 1 and groups[2]["params"][0] is learnable.head.queries
+    assert all(p is not learnable.head.queries for g in groups[:2] for p in g["params"])
+    assert len(param_groups(tiny_model(MLD), 1e-4, query_lr=0.1)) == 2  # fixed queries: frozen, no group
+    # OneCycle keeps each group's own peak: the queries' lr stays lr * query_lr_scale through the cycle
+    cfg = TrainConfig(lr=1e-3, query_lr_scale=100.0)
+    opt = torch.optim.AdamW(param_groups(learnable, cfg.weight_decay, query_lr=cfg.lr * cfg.query_lr_scale),
+                            lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g.get("lr", cfg.lr) for g in opt.param_groups],
+                                                total_steps=10)
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[2]["lr"] == pytest.approx(100 * opt.param_groups[0]["lr"])
+    with pytest.raises(ValueError, match="query_lr_scale"):
+        TrainConfig(query_lr_scale=0.0)
+
+
 def test_ema_update_by_hand():
     m = nn.BatchNorm1d(2)
     ema = ModelEMA(m, decay=0.75)

@@ -7,6 +7,8 @@ pooling are not counted, and the counters in ``bench.flops`` list such ops inste
 """
 from __future__ import annotations
 
+from typing import Dict
+
 import torch
 from torch import nn
 
@@ -57,6 +59,11 @@ class Head(nn.Module):
         """Multiply-accumulates of one forward pass in eval mode on ``batch`` inputs of ``tokens`` tokens
         (H*W for a map). ``in_features`` and ``num_classes`` default to the head's own."""
         raise NotImplementedError
+
+    def query_parameters(self) -> Dict[str, nn.Parameter]:
+        """The head's query embeddings by name (fixed or learnable), for the optimizer's own query group and for
+        measuring how far learnable queries moved in training; a head without queries has none."""
+        return {}
 
     def extra_repr(self) -> str:
         return f"spec={self.spec!r}, in_features={self.in_features}, num_classes={self.num_classes}"

@@ -39,8 +39,11 @@ class MLDecoder(Head):
             queries are class embeddings passed at call time, ``head(x, class_embeddings=E)`` with E (N', word_dim),
             projected to D by Linear + ReLU (Identity when word_dim == D); the output then has N' columns.
         word_dim: width of the class embeddings for ``queries="word"``.
-        query_noise: word queries only, training only: std of Gaussian noise added to the class embeddings
-            (the paper's "additive noise" query augmentation; 0 disables it).
+        query_noise: word queries only, training only: Gaussian noise added to the class embeddings, relative to
+            their size: each embedding gets noise of expected norm ``query_noise`` times the embeddings' mean
+            norm (per coordinate std ``query_noise * mean_norm / sqrt(word_dim)``), so 0.1 perturbs a unit-norm
+            sentence embedding by about a tenth of its length whatever its width (the paper's "additive noise"
+            query augmentation; 0 disables it).
         random_queries: word queries only, training only: this many random class embeddings appended as extra
             negative queries (the paper's "random queries" augmentation); their logits are appended as extra
             columns, which the trainer scores as negatives.
@@ -92,8 +95,9 @@ class MLDecoder(Head):
             if class_embeddings is None:
                 raise ValueError("mldecoder(queries='word') needs class_embeddings=(N', word_dim) at call time")
             E = class_embeddings.to(mem.dtype)
-            if self.training and self.query_noise > 0:
-                E = E + self.query_noise * torch.randn_like(E)
+            if self.training and self.query_noise > 0:  # noise scaled to the embeddings' norm
+                scale = E.norm(dim=1).mean() / E.shape[1] ** 0.5
+                E = E + (self.query_noise * scale) * torch.randn_like(E)
             if self.training and self.random_queries > 0:
                 E = torch.cat([E, torch.randn(self.random_queries, E.shape[1], device=E.device, dtype=E.dtype)
                                * E.std()], 0)
@@ -105,6 +109,9 @@ class MLDecoder(Head):
         out = torch.bmm(h.transpose(0, 1), self.pool_weight)  # (K, B, g): the K group FCs in one batched matmul
         out = out.transpose(0, 1).reshape(B, self.groups * self.group_size)[:, : self.num_classes]  # (B, N)
         return out + self.pool_bias
+
+    def query_parameters(self) -> Dict[str, nn.Parameter]:
+        return {} if self.queries is None else {"queries": self.queries}
 
     def analytic_macs(self, in_features=None, num_classes=None, tokens=196, batch=1) -> int:
         C = in_features or self.in_features

@@ -4,22 +4,26 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..registry import Registry
 
 STUDIES: Registry = Registry("study")
 
 # The CPU-scale proxy of the paper's accuracy experiments: the embedded `scenes` data, a small backbone trained
-# from scratch, three seeds. Studies that train start from this; `--dataset`, `--backbone` etc. override it.
+# from scratch, five seeds (the paired 95% interval is then +-1.24 paired sds: t_4 = 2.78 over sqrt(5)). Studies
+# that train start from this; `--dataset`, `--backbone` etc. override it.
 PROXY = dict(dataset="scenes", backbones=["test_resnet"], img_size=96, protocol="finetune", epochs=5,
-             seeds=[0, 1, 2], batch_sizes=[1], timing=False, workers=0)
+             seeds=[0, 1, 2, 3, 4], batch_sizes=[1], timing=False, workers=0)
 # Command-line options that only concern training (ignored by cost variations).
 DATA_OPTIONS = ("dataset", "data_root", "protocol", "epochs", "seeds", "lr", "train_batch_size", "pretrained",
                 "checkpoint")
 # ML-Decoder and the transformer decoder at CPU-scale widths (the paper's D=768, FFN 2048 would cost more than
 # the small backbone); both heads get the same widths so that comparisons stay fair.
 SMALL = "embed=128, ffn=512, heads=4"
+# The columns that make one accuracy setting: a hypothesis compares heads within it (pairs by seed), one verdict
+# per setting when a study runs several (or when `--backbone a,b` etc. make it several).
+SETTING = ("backbone", "dataset", "img_size")
 
 
 def grid(**axes) -> List[Dict[str, Any]]:
@@ -28,20 +32,32 @@ def grid(**axes) -> List[Dict[str, Any]]:
     return [dict(zip(keys, values)) for values in itertools.product(*(axes[k] for k in keys))]
 
 
+# How far above chance a proxy setting's reference must be for a comparison in it to say anything: a stated
+# judgement, in the metric's points. On `scenes` a constant predictor scores about 5 mAP and a head on a frozen
+# random-weight backbone about 7: a reference within 10 points of chance has learned too little to tell heads apart.
+ABOVE_CHANCE = 10.0
+
+
 @dataclass(frozen=True)
 class Hypothesis:
-    """One claim a study tests, as data, decided by ``bench.stats`` (never by the report).
+    """One claim a study tests, as data, decided by ``bench.stats.evaluate`` (never by the report).
 
-    ``variant`` and ``reference`` select result rows (column -> value, e.g. ``{"head": "mldecoder(...)"}``; a
-    column not named matches anything); their ``metric`` values are paired by seed and ``variant - reference`` is
-    tested: ``test="not_worse"`` (within ``margin`` below) or ``"better"`` (above zero). ``margin`` is a judgement
-    stated in advance, in the metric's units (mAP points), and printed with the verdict.
+    ``variant`` and ``reference`` select result rows (column -> value, e.g. ``{"head": "mldecoder(...)"}``; head
+    and dataset specs match whatever their option order; a column not named matches anything). Their ``metric``
+    values are paired by seed and ``variant - reference`` is tested: ``test="not_worse"`` (the variant loses less
+    than ``margin``; a margin is required) or ``"better"`` (the variant gains more than ``margin``, 0 unless
+    given). ``margin`` is a judgement stated in advance, in the metric's units (mAP points), printed with the
+    verdict. ``per`` names columns that split the rows into settings (e.g. ``("backbone", "dataset",
+    "img_size")``): one verdict per setting, pairs formed within it.
 
-    When is the setting informative: ``chance`` selects the rows of a chance-level control (e.g. the same head on
-    an untrained backbone, or a constant predictor's value in ``chance_value``) that ``reference`` must beat by at
-    least ``above_chance`` points; ``differ`` names a measured column (e.g. how far learnable queries moved) that
-    must exceed ``differ_min`` for two variants compared as "the same" to really be two functions. An
-    uninformative setting is reported as such, never as support.
+    When the setting is informative: the reference must beat a chance level by at least ``above_chance`` points
+    (None: no chance check, e.g. when the reference is itself the chance control). The chance level is the mean
+    ``metric`` of the rows selected by ``chance`` (a control run, e.g. random class embeddings), else
+    ``chance_value``, else the rows' recorded ``<metric>_chance`` column (a constant predictor on the evaluation
+    split, see ``bench.evaluation.chance_metrics``). ``differ`` names a measured column (e.g. ``query_shift``,
+    how far learnable queries moved from their initial values) whose means on the two sides must differ by at
+    least ``differ_min`` for two variants compared as "the same" to really be two functions. An uninformative
+    setting is reported as such, never as support.
     """
 
     name: str
@@ -49,13 +65,27 @@ class Hypothesis:
     variant: Dict[str, Any]
     reference: Dict[str, Any]
     test: str = "not_worse"
-    margin: float = 1.0
+    margin: Optional[float] = None
     metric: str = "map"
+    per: Tuple[str, ...] = ()
     chance: Optional[Dict[str, Any]] = None
     chance_value: Optional[float] = None
-    above_chance: float = 5.0
+    above_chance: Optional[float] = ABOVE_CHANCE
     differ: Optional[str] = None
     differ_min: float = 0.0
+
+    def __post_init__(self):
+        from ..stats import threshold_of
+
+        margin, _ = threshold_of(self.test, self.margin)  # ValueError on an unknown test or a missing margin
+        object.__setattr__(self, "margin", margin)
+        object.__setattr__(self, "per", tuple(self.per))
+        for name in ("variant", "reference"):
+            if not isinstance(getattr(self, name), dict) or not getattr(self, name):
+                raise ValueError(f"hypothesis {self.name!r}: {name} must be a non-empty dict of column -> value")
+        if self.above_chance is not None and self.above_chance < 0:
+            raise ValueError(f"hypothesis {self.name!r}: above_chance must be >= 0 or None, got "
+                             f"{self.above_chance!r}")
 
 
 @dataclass
@@ -72,7 +102,10 @@ class Study:
             variation with ``cost_only=True`` measures cost only; the others train and evaluate (on the CPU
             proxy unless ``--dataset`` etc. are given), unless the command line says ``--cost-only``.
         notes: what a reader of the report should know (proxies, limits of the CPU-scale version).
-        hypotheses: what would count as the claim holding or failing (``Hypothesis``), beside the grid.
+        hypotheses: what would count as an accuracy claim holding or failing (``Hypothesis``), beside the grid;
+            ``bench.stats.evaluate`` decides them and the report renders the verdicts.
+        cost_rules: the thresholds of the study's cost rules (e.g. the log-log slope below which growth counts
+            as linear), by name, applied by the claim's cost code in ``bench.report``.
     """
 
     name: str
@@ -83,6 +116,7 @@ class Study:
     variations: List[Dict[str, Any]]
     notes: str = ""
     hypotheses: List[Hypothesis] = dataclasses.field(default_factory=list)
+    cost_rules: Dict[str, float] = dataclasses.field(default_factory=dict)
 
     def configs(self, results_dir: str = "results/runs", **overrides) -> list:
         """The RunConfigs of the study, every one writing to the study's own results file."""

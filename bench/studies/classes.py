@@ -22,4 +22,7 @@ STUDY = register_study(Study(
     notes="The paper's Open Images setting (TResNet-M at 224). Expected: GAP and ML-Decoder K=100 grow only by "
           "their final linear/group FC (linear in N with a small slope), ML-Decoder full decoding grows linearly "
           "with a large slope, txdec quadratically.",
+    # A cost claim, no accuracy hypothesis. Cost rule: ML-Decoder K=100 grows by less than this factor from N_ref
+    # (the smallest N >= 100) to the largest N, while full decoding grows about linearly (log-log slope above).
+    cost_rules=dict(groups_max_growth=1.5, full_min_slope=0.8),
 ))

@@ -13,4 +13,7 @@ STUDY = register_study(Study(
     notes="Cost is measured on exactly the paper's models (random weights: cost does not depend on them). "
           "Accuracy needs COCO and a GPU: `bench run --dataset coco2014 --data-root ... --protocol eval "
           "--checkpoint ...` then `bench check --baseline results/paper/coco.csv`.",
+    # No accuracy hypothesis on the CPU (COCO and the official checkpoints are needed). Cost rule: backbone+head
+    # GMACs within the figure's reading tolerance (2x the row's gmacs_total_std, else this many GMACs).
+    cost_rules=dict(figure_tolerance=0.1),
 ))
