@@ -164,3 +164,45 @@ def plot_results(df, out_dir: str) -> List[str]:
     files += plot_head_share(df, out_dir)
     files += plot_head_vs_classes(df, out_dir)
     return files
+
+
+def plot_accuracy_vs_cost(points: list, out_dir: str, name: str, title: str, cost_label: str = "head GMACs per image",
+                          log_x: bool = True, exts: Sequence[str] = ("png", "svg")) -> List[str]:
+    """Every head's accuracy with its interval against its cost, and the Pareto front of the means.
+
+    ``points``: dicts with ``head``, ``cost`` (> 0 for a log axis), ``acc`` (the mean), ``low`` and ``high`` (the
+    interval's ends), ``n`` (seeds) and ``metric``; ``interval`` names the interval for the axis label (e.g.
+    "95% t-interval"). Heads are told apart by colour and marker in the legend, not by text at the points, so
+    labels never run into each other or past the axes. A log x axis is used only when the costs span more than
+    a factor of 10.
+    """
+    plt = _plt()
+    if not points:
+        raise ValueError("plot_accuracy_vs_cost needs at least one point")
+    fig, ax = plt.subplots(figsize=(7, 5))
+    xs = np.array([p["cost"] for p in points], dtype=float)
+    ys = np.array([p["acc"] for p in points], dtype=float)
+    markers = "osD^vP*Xh<>"
+    # Points of equal cost (GAP, GMP and avgmax cost the same MACs) are spread a little sideways, so that their
+    # intervals do not hide one another; the front is drawn at the true costs.
+    same = {c: [i for i, x in enumerate(xs) if x == c] for c in set(xs.tolist())}
+    for i, p in enumerate(points):
+        group = same[xs[i]]
+        shift = 1.06 ** (group.index(i) - (len(group) - 1) / 2)
+        low, high = p.get("low", np.nan), p.get("high", np.nan)
+        yerr = [[p["acc"] - low], [high - p["acc"]]] if np.isfinite(low) and np.isfinite(high) else None
+        ax.errorbar(p["cost"] * shift, p["acc"], yerr=yerr, fmt=markers[i % len(markers)], color=plt.cm.tab10(i % 10),
+                    capsize=3, ms=7, label=f"{p['head']} (n={p['n']})")
+    front = pareto_front(xs, ys)
+    if len(front) > 1:
+        ax.plot(xs[front], ys[front], "--", color="0.4", lw=1, label="Pareto front of the means")
+    finite = xs[np.isfinite(xs) & (xs > 0)]
+    if log_x and len(finite) and finite.max() / finite.min() > 10:
+        ax.set_xscale("log")
+    ax.set_xlabel(cost_label)
+    interval = points[0].get("interval", "interval")
+    ax.set_ylabel(f"{points[0]['metric']} (%), mean and {interval} over seeds")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # outside the axes
+    return _save(fig, out_dir, name, exts)

@@ -1137,6 +1137,16 @@ def add_study(c: Claim, study, df, ctx: "Context", plot: bool = False) -> List["
     return verdicts
 
 
+def _pooling_section(df, out_dir, compute_df, make_plots):
+    from .report_pooling import pooling_section
+
+    return pooling_section(df, out_dir, compute_df=compute_df, make_plots=make_plots)
+
+
+# Sections a study adds beyond the generic verdicts and table (its own figures), by study name.
+STUDY_SECTIONS = {"pooling": _pooling_section}
+
+
 def build_claims(ctx: "Context") -> List[Claim]:
     """Every claim: its claim code (when it has some) and, for each of its registered studies, the verdicts of
     the study's hypotheses."""
@@ -1157,6 +1167,11 @@ def build_claims(ctx: "Context") -> List[Claim]:
         verdicts = []
         for name in names:
             verdicts += add_study(c, get_study(name), ctx.studies.get(name), ctx, plot=code is None)
+            section = STUDY_SECTIONS.get(name)
+            if section is not None and ctx.studies.get(name) is not None:
+                text, plots = section(ctx.studies[name], ctx.out_dir, ctx.studies.get("compute"), ctx.make_plots)
+                c.body.append(text.strip())
+                c.plots += plots
         acc_figure = verdict_summary(verdicts)
         if acc_figure:
             c.suite_figure = acc_figure if c.suite_figure in ("", "—") else f"{c.suite_figure}; {acc_figure}"

@@ -186,7 +186,8 @@ def test_multihead_attention_fast_path_is_counted():
 # --------------------------------------------------------------------------------------------------------- heads
 
 HEAD_SPECS = list_heads() + ["mldecoder(groups=7)", "mldecoder(self_attn=True)", "mldecoder(queries='word')",
-                             "txdec(layers=2)", "csra(heads=4)", "attnpool(mlp_ratio=0.0)"]
+                             "txdec(layers=2)", "csra(heads=4)", "attnpool(mlp_ratio=0.0)", "q2l(self_attn=True)",
+                             "q2l(first_self_attn=True, self_attn=True)", "q2l(embed=32, input_proj=True, ffn=128)"]
 C, N, WORD_DIM = 64, 20, 300
 
 
@@ -327,3 +328,41 @@ def test_tresnet_m_448_matches_fvcore_on_timm_model():
     assert ref.fvcore_macs / 4 / 1e9 == pytest.approx(5.75, abs=0.01)  # timm's 224 figure
     assert row["params_total"] == sum(p.numel() for p in reference.parameters())  # 31.39 M
     assert "batch_norm" in row["uncounted_ops"]
+
+
+# ------------------------------------------------------------------ Query2Label at the recipe (facts sheet) ---
+
+def _q2l_facts_params(C, d, F, K, proj, dec_self_attn=0):
+    """The facts sheet's §1.7 arithmetic: MHA(d) = 4d^2 + 4d, FFN(d, F) = 2dF + F + d, LayerNorm 2d; a decoder
+    layer holds cross-attention + FFN + 2 LayerNorms (+ self-attention and its LayerNorm where kept)."""
+    mha, ffn, ln = 4 * d * d + 4 * d, 2 * d * F + F + d, 2 * d
+    encoder = mha + ffn + 2 * ln
+    decoder = 2 * (mha + ffn + 2 * ln) + dec_self_attn * (mha + ln)
+    return (C * d + d if proj else 0) + encoder + decoder + ln + K * d + (K * d + K)
+
+
+def _q2l_facts_macs(C, d, F, K, N, proj):
+    """The facts sheet's §1.8 arithmetic, N tokens, batch 1 (matmuls only; score and weighted-sum MACs summed
+    over the heads)."""
+    encoder = 3 * N * d * d + 2 * N * N * d + N * d * d + 2 * N * d * F
+    decoder = K * d * d + 2 * N * d * d + 2 * K * N * d + K * d * d + 2 * K * d * F
+    return (N * C * d if proj else 0) + encoder + 2 * decoder + K * d
+
+
+@pytest.mark.parametrize("spec, C, d, F, proj, kept, params_sheet, macs_sheet", [
+    ("q2l", 2048, 2048, 8192, False, 0, 151_406_672, 20_150_190_080),  # (a): the README recipe
+    ("q2l(embed=768, input_proj=True)", 2048, 768, 8192, True, 0, 46_570_064, 6_008_623_104),  # (b)
+    ("q2l(first_self_attn=True, self_attn=True)", 2048, 2048, 8192, False, 2, 184_985_680, None),
+    ("q2l(embed=768, ffn=3072, input_proj=True)", 2048, 768, 3072, True, 0, 22_961_744, None),
+    ("q2l", 2432, 2432, 8192, False, 0, 190_997_456, None),  # d = C = 2432 (a possible TResNet-L config)
+])
+def test_q2l_at_the_recipe_equals_the_facts_sheet(spec, C, d, F, proj, kept, params_sheet, macs_sheet):
+    K, N = 80, 196
+    assert _q2l_facts_params(C, d, F, K, proj, kept) == params_sheet  # our arithmetic is the sheet's
+    with torch.device("meta"):  # full size without the memory: shapes and counts only
+        head = create_head(spec, C, K).eval()
+    assert sum(p.numel() for p in head.parameters()) == params_sheet
+    if macs_sheet is not None:
+        assert _q2l_facts_macs(C, d, F, K, N, proj) == macs_sheet
+        assert head.analytic_macs(tokens=N) == macs_sheet
+        assert count_macs(head, torch.randn(1, C, 14, 14, device="meta")).macs == macs_sheet

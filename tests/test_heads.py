@@ -21,7 +21,8 @@ WORD_DIM = 300  # mldecoder's default word_dim
 
 # Every registered head with its defaults, plus the variants that take other code paths.
 VARIANTS = ["mldecoder(groups=7)", "mldecoder(self_attn=True)", 'mldecoder(queries="learnable")',
-            'mldecoder(queries="word")', "txdec(layers=2)"]
+            'mldecoder(queries="word")', "txdec(layers=2)", "csra(heads=4, lam=0.5)", "attnpool(mlp_ratio=0.0)",
+            "q2l(self_attn=True)", "q2l(embed=16, ffn=64, input_proj=True)", "q2l(dec_layers=1, enc_layers=0)"]
 SPECS = list_heads() + VARIANTS
 
 
@@ -39,7 +40,8 @@ def _features(layout: str, batch: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------- contract ---
 
 def test_every_registered_head_is_in_the_contract():
-    assert set(list_heads()) >= {"gap", "txdec", "mldecoder", "csra", "attnpool"}
+    assert set(list_heads()) >= {"gap", "gmp", "avgmax", "catavgmax", "csra", "attnpool", "txdec", "mldecoder",
+                                 "q2l"}
     assert set(list_heads()) <= set(SPECS)
 
 
@@ -224,6 +226,12 @@ def test_unknown_option_names_the_valid_ones():
     ("csra(heads=3)", ["1", "2", "4", "6", "8"]),
     ("attnpool(heads=5)", ["divisible"]),
     ("txdec(layers=0)", ["layers"]),
+    ("csra(heads=True)", ["1", "2", "4"]),
+    ("q2l(embed=16)", ["input_proj=True", "16", "32"]),
+    ("q2l(heads=3)", ["divisible"]),
+    ("q2l(dec_layers=0)", ["dec_layers"]),
+    ("q2l(self_attn=1)", ["True", "False"]),
+    ("q2l(dropout=1.0)", ["dropout"]),
 ])
 def test_bad_option_value_raises_value_error(spec, valid):
     with pytest.raises(ValueError) as e:
@@ -415,3 +423,223 @@ def test_query_noise_is_relative_to_the_embeddings_norm():
     assert head.query_parameters() == {}
     fixed = create_head("mldecoder(embed=32, ffn=64, heads=4)", 16, 5)
     assert list(fixed.query_parameters()) == ["queries"] and fixed.query_parameters()["queries"] is fixed.queries
+
+
+# ------------------------------------------------------------------------------------------ pooling baselines ---
+
+@pytest.mark.parametrize("name, pool", [
+    ("gap", lambda t: t.mean(1)),
+    ("gmp", lambda t: t.amax(1)),
+    ("avgmax", lambda t: 0.5 * t.mean(1) + 0.5 * t.amax(1)),
+    ("catavgmax", lambda t: torch.cat([t.mean(1), t.amax(1)], 1)),
+])
+def test_pooling_heads_pool_then_one_linear(name, pool):
+    """logits = fc(pool over positions), the same on a map and on its tokens; catavgmax's fc takes 2C."""
+    torch.manual_seed(0)
+    head = create_head(name, C, 10).eval()
+    x = torch.randn(3, C, 4, 5)
+    tokens = x.flatten(2).transpose(1, 2)  # (B, HW, C)
+    expected = head.fc(pool(tokens))
+    with torch.no_grad():
+        torch.testing.assert_close(head(x), expected)
+        torch.testing.assert_close(head(tokens), expected)
+    assert head.fc.in_features == (2 * C if name == "catavgmax" else C)
+    assert head.analytic_macs(tokens=20, batch=3) == 3 * head.fc.in_features * 10
+
+
+@pytest.mark.parametrize("name", ["gmp", "avgmax", "catavgmax"])
+def test_pooling_heads_are_built_on_timm(name):
+    from timm.layers import SelectAdaptivePool2d
+
+    head = create_head(name, C, 10)
+    assert isinstance(head.pool_map, SelectAdaptivePool2d) and isinstance(head.pool_tokens, SelectAdaptivePool2d)
+
+
+# ----------------------------------------------------------------------------------------------- attnpool ---
+
+def _timm_map_vit(num_classes=10, mlp_ratio=4.0):
+    """A tiny timm ViT with the MAP head, random weights (no hub)."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    return VisionTransformer(img_size=32, patch_size=8, embed_dim=C, depth=1, num_heads=4, mlp_ratio=mlp_ratio,
+                             global_pool="map", class_token=False, num_classes=num_classes).eval()
+
+
+def test_attnpool_is_timms_attention_pool_latent():
+    from timm.layers import AttentionPoolLatent
+
+    head = create_head("attnpool", C, 10)
+    assert isinstance(head.pool, AttentionPoolLatent)
+    assert head.pool.num_heads == 8 and head.hidden == 4 * C
+    bare = create_head("attnpool(mlp_ratio=0.0)", C, 10)
+    assert bare.pool.mlp is None and not any(k.startswith("pool.mlp") for k in bare.state_dict())
+
+
+def test_attnpool_loads_the_head_of_a_timm_map_model():
+    from bench.heads.attnpool import load_timm_attnpool
+
+    vit = _timm_map_vit()
+    head = load_timm_attnpool(create_head("attnpool(heads=4)", C, 10), vit).eval()
+    with torch.no_grad():
+        feats = vit.forward_features(torch.randn(2, 3, 32, 32))  # (B, 16, C): no class token
+        torch.testing.assert_close(head(feats), vit.forward_head(feats), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(head(feats.transpose(1, 2).reshape(2, C, 4, 4)), vit.forward_head(feats),
+                                   rtol=1e-5, atol=1e-6)  # the same tokens as a 4x4 map
+
+
+def test_attnpool_load_rejects_a_model_without_a_map_head_or_other_shapes():
+    from bench.heads.attnpool import load_timm_attnpool
+    from timm.models.vision_transformer import VisionTransformer
+
+    avg = VisionTransformer(img_size=32, patch_size=8, embed_dim=C, depth=1, num_heads=4, global_pool="avg",
+                            num_classes=10)
+    with pytest.raises(ValueError, match="no MAP head"):
+        load_timm_attnpool(create_head("attnpool(heads=4)", C, 10), avg)
+    with pytest.raises(ValueError, match="does not fit"):
+        load_timm_attnpool(create_head("attnpool(heads=4)", C, 7), _timm_map_vit(num_classes=10))
+    with pytest.raises(ValueError, match="does not fit"):
+        load_timm_attnpool(create_head("attnpool(heads=4, mlp_ratio=2.0)", C, 10), _timm_map_vit())
+
+
+# --------------------------------------------------------------------------------------------------- csra ---
+
+def _csra_block(t, w, lam, T):
+    """One CSRA block as the facts sheet describes it: a bias-free 1x1 conv, divided by each class's weight
+    norm; mean over positions + lam * (max for T = inf, else the softmax(T * score)-weighted sum)."""
+    score = torch.einsum("blc,nc->bln", t, w) / w.norm(dim=1)  # (B, L, N)
+    att = score.amax(1) if T == float("inf") else (score * torch.softmax(T * score, 1)).sum(1)
+    return score.mean(1) + lam * att
+
+
+@pytest.mark.parametrize("heads, temperatures", [(1, [1]), (2, [1, "inf"]), (4, [1, 2, 4, "inf"]),
+                                                 (6, [1, 2, 3, 4, 5, "inf"]), (8, [1, 2, 3, 4, 5, 6, 7, "inf"])])
+def test_csra_temperatures_and_the_sum_over_heads(heads, temperatures):
+    temperatures = [float(T) for T in temperatures]
+    torch.manual_seed(0)
+    head = create_head(f"csra(heads={heads}, lam=0.5)", C, 10).eval()
+    assert list(head.temperatures) == temperatures
+    assert [n for n, _ in head.named_parameters()] == ["weight"]  # one (h, N, C) weight, no bias
+    x = torch.randn(2, C, 3, 4)
+    t = x.flatten(2).transpose(1, 2)
+    expected = sum(_csra_block(t, head.weight[i], 0.5, T) for i, T in enumerate(temperatures))
+    with torch.no_grad():
+        torch.testing.assert_close(head(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_csra_readme_settings_build_and_default_is_the_script_default():
+    from bench.heads.csra import README_SETTINGS
+
+    assert [(s, m) for _, s, m in README_SETTINGS] == [
+        ("csra(heads=1, lam=0.1)", 94.7), ("csra(heads=4, lam=0.5)", 83.3), ("csra(heads=6, lam=0.4)", 85.6),
+        ("csra(heads=1, lam=0.3)", 89.0)]
+    assert head_options("csra") == {"heads": 1, "lam": 0.1}  # the official script's defaults (the VOC setting)
+    for _, spec, _ in README_SETTINGS:
+        head = create_head(spec, 2048, 80)
+        h = len(head.temperatures)
+        assert sum(p.numel() for p in head.parameters()) == h * 80 * 2048  # H*C*d (facts 2.4)
+        assert head.analytic_macs(tokens=196) == h * 196 * 80 * 2048
+    bound = 2048 ** -0.5  # torch's Conv2d default init, U(+-1/sqrt(d))
+    w = create_head("csra", 2048, 80).weight
+    assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound
+
+
+# ---------------------------------------------------------------------------------------------------- q2l ---
+
+def _q2l_reference(head, x):
+    """Query2Label's forward written out from the facts sheet (§1.2) with torch's sequence-first
+    nn.MultiheadAttention on the head's own weights: post-norm, q = k = x + pos in the encoder, the decoder
+    target starting at zeros, query_pos added to the cross-attention query in every layer, the positional code on
+    the keys only, a final LayerNorm and the per-class readout. Eval mode (no dropout)."""
+    from bench.heads.q2l import sine_position_encoding
+
+    def mha(att, q, k, v):  # (L, B, D) sequence-first, as the official code calls it
+        m = torch.nn.MultiheadAttention(att.embed, att.heads)
+        m.load_state_dict({"in_proj_weight": att.in_proj_weight, "in_proj_bias": att.in_proj_bias,
+                           "out_proj.weight": att.out_proj.weight, "out_proj.bias": att.out_proj.bias})
+        return m.eval()(q, k, v, need_weights=False)[0]
+
+    B, Cin, H, W = x.shape
+    src = head.input_proj(x.flatten(2).transpose(1, 2)).transpose(0, 1)  # (HW, B, d)
+    pos = sine_position_encoding(H, W, head.embed)[:, None]  # (HW, 1, d)
+    for lay in head.transformer.encoder.layers:
+        src = lay.norm1(src + mha(lay.self_attn, src + pos, src + pos, src))
+        src = lay.norm2(src + lay.linear2(torch.relu(lay.linear1(src))))
+    query_pos = head.query_embed.weight[:, None].expand(-1, B, -1)  # (K, B, d)
+    tgt = torch.zeros_like(query_pos)
+    for lay in head.transformer.decoder.layers:
+        if lay.self_attn is not None:
+            tgt = lay.norm1(tgt + mha(lay.self_attn, tgt + query_pos, tgt + query_pos, tgt))
+        tgt = lay.norm2(tgt + mha(lay.multihead_attn, tgt + query_pos, src + pos, src))
+        tgt = lay.norm3(tgt + lay.linear2(torch.relu(lay.linear1(tgt))))
+    h = head.transformer.decoder.norm(tgt).transpose(0, 1)  # (B, K, d)
+    return (head.fc.W * h).sum(-1) + head.fc.b  # (B, K)
+
+
+@pytest.mark.parametrize("spec", ["q2l(ffn=64)", "q2l(ffn=64, self_attn=True)",
+                                  "q2l(ffn=64, first_self_attn=True, self_attn=True)",
+                                  "q2l(embed=16, ffn=64, input_proj=True, dec_layers=3, enc_layers=2)"])
+def test_q2l_matches_the_facts_sheet_forward(spec):
+    torch.manual_seed(0)
+    head = create_head(spec, C, 10).eval()
+    x = torch.randn(3, C, 3, 4)
+    with torch.no_grad():
+        out = head(x)
+        torch.testing.assert_close(out, _q2l_reference(head, x), rtol=1e-4, atol=1e-5)
+        single = torch.cat([head(x[i:i + 1]) for i in range(3)])  # the query side shared by the batch
+        torch.testing.assert_close(out, single, rtol=1e-5, atol=1e-6)
+
+
+def test_q2l_state_dict_keys_are_the_official_ones():
+    keys = set(create_head("q2l(ffn=64)", C, 10).state_dict())
+    attn = {f"self_attn.{k}" for k in ("in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias")}
+    lin = {f"{m}.{p}" for m in ("linear1", "linear2") for p in ("weight", "bias")}
+    norms = lambda *ns: {f"norm{n}.{p}" for n in ns for p in ("weight", "bias")}  # noqa: E731
+    enc = {f"transformer.encoder.layers.0.{k}" for k in attn | lin | norms(1, 2)}
+    dec = {f"transformer.decoder.layers.{i}.{k}" for i in (0, 1)
+           for k in {a.replace("self_attn", "multihead_attn") for a in attn} | lin | norms(2, 3)}
+    expected = enc | dec | {"transformer.decoder.norm.weight", "transformer.decoder.norm.bias",
+                            "query_embed.weight", "fc.W", "fc.b"}
+    assert keys == expected  # no decoder self_attn / norm1 (removed), no positional buffer, no input_proj
+    kept = set(create_head("q2l(ffn=64, self_attn=True)", C, 10).state_dict())
+    assert {k for k in kept - keys} == {f"transformer.decoder.layers.1.{k}" for k in attn | norms(1)}
+    proj = set(create_head("q2l(embed=16, input_proj=True)", C, 10).state_dict())
+    assert {"input_proj.weight", "input_proj.bias"} <= proj
+
+
+def test_q2l_initialisation_follows_the_official_code():
+    torch.manual_seed(0)
+    d, K = 64, 30
+    head = create_head("q2l(ffn=256)", d, K)
+    w = head.transformer.encoder.layers[0].self_attn.in_proj_weight  # xavier_uniform on the packed (3d, d)
+    assert w.abs().max() <= (6 / (d + 3 * d)) ** 0.5 and w.abs().max() > 0.9 * (6 / (d + 3 * d)) ** 0.5
+    lin = head.transformer.decoder.layers[1].linear1.weight  # xavier_uniform too (not torch's Linear default)
+    assert lin.abs().max() > 0.9 * (6 / (d + 256)) ** 0.5
+    assert torch.count_nonzero(head.transformer.encoder.layers[0].self_attn.in_proj_bias) == 0
+    q = head.query_embed.weight  # N(0, 1)
+    assert abs(q.std().item() - 1) < 0.1
+    bound = d ** -0.5  # GroupWiseLinear: W and b uniform in [-1/sqrt(d), 1/sqrt(d)]
+    assert head.fc.W.abs().max() <= bound and head.fc.b.abs().max() <= bound and head.fc.W.abs().max() > 0.9 * bound
+
+
+def test_sine_position_encoding_follows_the_facts_sheet():
+    import math
+
+    from bench.heads.q2l import sine_position_encoding, token_grid
+
+    H, W, d = 3, 4, 16
+    pos = sine_position_encoding(H, W, d)
+    assert pos.shape == (H * W, d)
+    half = d // 2
+    for h in range(H):
+        for w in range(W):
+            y = (h + 1) / (H + 1e-6) * 2 * math.pi
+            xc = (w + 1) / (W + 1e-6) * 2 * math.pi
+            for j in range(half):
+                f = 10000 ** (2 * (j // 2) / half)
+                trig = math.sin if j % 2 == 0 else math.cos
+                assert pos[h * W + w, j].item() == pytest.approx(trig(y / f), abs=1e-6)
+                assert pos[h * W + w, half + j].item() == pytest.approx(trig(xc / f), abs=1e-6)
+    assert token_grid(16) == (4, 4) and token_grid(17) == (1, 17)
+    with pytest.raises(ValueError, match="even"):
+        sine_position_encoding(2, 2, 7)

@@ -9,7 +9,8 @@ from bench import runner
 from bench.cli import main
 from bench.studies import get_study, grid, list_studies
 
-ALL = ["backbone-vs-head", "classes", "compute", "drop-in", "groups", "queries", "self-attention", "zsl"]
+ALL = ["backbone-vs-head", "classes", "compute", "drop-in", "groups", "pooling", "queries", "self-attention",
+       "zsl"]
 
 
 def test_every_claim_has_a_study():
@@ -25,7 +26,7 @@ def test_compute_grid():
     cfgs = get_study("compute").configs()
     assert {(c.backbones[0], c.img_size) for c in cfgs} == {
         (b, s) for b in ("tresnet_m", "tresnet_v2_l", "tresnet_l") for s in (224, 448, 640)}
-    assert all(c.heads == ["gap", "mldecoder"] and c.cost_only and c.num_classes == 80 for c in cfgs)
+    assert all(c.heads == ["gap", "gmp", "mldecoder"] and c.cost_only and c.num_classes == 80 for c in cfgs)
 
 
 def test_classes_grid():
@@ -101,7 +102,8 @@ def test_an_interrupted_study_resumes_without_rerunning(tmp_path, monkeypatch, c
         assert not e.code
     assert executed == [2]  # only the cell that did not finish
     rows = pd.read_csv(tmp_path / "study-compute.csv")
-    assert sorted(rows["batch_size"]) == [1, 1, 2, 2] and (rows["status"] == "ok").all()
+    # one row per head (gap, gmp, mldecoder) and batch size
+    assert sorted(rows["batch_size"]) == [1, 1, 1, 2, 2, 2] and (rows["status"] == "ok").all()
     out = capsys.readouterr().out
     assert "1 to run" in out
 

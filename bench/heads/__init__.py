@@ -12,7 +12,7 @@ from ..spec import format_spec, parse_spec
 from ._base import HEADS, Head, register_head
 
 # Importing the modules registers the heads (explicit list: no directory scanning).
-from . import gap, txdec, mldecoder, csra, attnpool  # noqa: E402,F401
+from . import gap, gmp, avgmax, catavgmax, txdec, mldecoder, csra, attnpool, q2l  # noqa: E402,F401
 
 
 def list_heads(pattern: str = "*") -> List[str]:

@@ -7,13 +7,17 @@ not depend on the image (the projection of fixed queries) is then done once per 
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
 class Attention(nn.Module):
-    """Multi-head attention, batch first. ``q`` (Bq, K, D) with Bq in {1, B}; ``kv`` (B, L, D)."""
+    """Multi-head attention, batch first. ``q`` (Bq, K, D) with Bq in {1, B}; ``kv`` (B, L, D) gives the keys
+    and, unless ``value`` (B, L, D) is given, the values too (DETR-style heads add a positional code to the keys
+    only)."""
 
     def __init__(self, embed: int, heads: int, dropout: float):
         super().__init__()
@@ -26,13 +30,17 @@ class Attention(nn.Module):
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
 
-    def forward(self, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, kv: torch.Tensor, value: Optional[torch.Tensor] = None) -> torch.Tensor:
         D, h = self.embed, self.heads
         Bq, K, _ = q.shape
         B, L, _ = kv.shape
         w, b = self.in_proj_weight, self.in_proj_bias
         q = F.linear(q, w[:D], b[:D])  # (Bq, K, D): once per batch when the queries are image-independent
-        k, v = F.linear(kv, w[D:], b[D:]).view(B, L, 2, h, D // h).permute(2, 0, 3, 1, 4)  # (B, h, L, D/h) each
+        if value is None:
+            k, v = F.linear(kv, w[D:], b[D:]).view(B, L, 2, h, D // h).permute(2, 0, 3, 1, 4)  # (B, h, L, D/h)
+        else:
+            k = F.linear(kv, w[D:2 * D], b[D:2 * D]).view(B, L, h, D // h).transpose(1, 2)  # (B, h, L, D/h)
+            v = F.linear(value, w[2 * D:], b[2 * D:]).view(B, L, h, D // h).transpose(1, 2)  # (B, h, L, D/h)
         q = q.view(Bq, K, h, D // h).transpose(1, 2).expand(B, h, K, D // h)  # (B, h, K, D/h)
         o = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         o = o.transpose(1, 2).reshape(B, K, D)  # (B, K, D)

@@ -16,4 +16,6 @@ from ._base import (  # noqa: F401  (the study API, re-exported)
 )
 
 # The studies, one small file each (explicit list: no directory scanning).
-from . import compute, self_attention, groups, classes, queries, backbone_vs_head, zsl, drop_in  # noqa: E402,F401
+from . import (  # noqa: E402,F401
+    compute, self_attention, groups, classes, queries, backbone_vs_head, zsl, drop_in, pooling,
+)

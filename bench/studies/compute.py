@@ -8,7 +8,7 @@ STUDY = register_study(Study(
     paper="README figure (COCO, 448): TResNet-M 23.0 -> 23.9 GFLOPs, TResNet-L 35.3 -> 36.2 GFLOPs (GAP -> "
           "ML-Decoder); mAP 87.3 -> 88.1 and 89.4 -> 90.0. The paper's FLOPs are MACs; its TResNet-L is "
           "timm's tresnet_v2_l.",
-    base=dict(heads=["gap", "mldecoder"], num_classes=80, batch_sizes=[1], cost_only=True, timing=True),
+    base=dict(heads=["gap", "gmp", "mldecoder"], num_classes=80, batch_sizes=[1], cost_only=True, timing=True),
     variations=grid(backbones=[["tresnet_m"], ["tresnet_v2_l"], ["tresnet_l"]], img_size=[224, 448, 640]),
     notes="Cost is measured on exactly the paper's models (random weights: cost does not depend on them). "
           "Accuracy needs COCO and a GPU: `bench run --dataset coco2014 --data-root ... --protocol eval "
