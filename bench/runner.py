@@ -94,16 +94,23 @@ class Cell:
     def label(self) -> str:
         if self.kind == "cost":
             return f"cost {self.backbone} at batch {self.batch_size}: {', '.join(self.heads)}"
+        if len(self.heads) > 1:
+            return f"probe {len(self.heads)} heads on {self.backbone} (seed {self.seed})"
         return f"train {self.backbone} + {self.heads[0]} (seed {self.seed})"
 
 
 def plan_cells(cfg: RunConfig) -> List[Cell]:
-    """One cost cell per (backbone, batch size): its rows are written as soon as it is timed; one accuracy cell
-    per (backbone, head, seed)."""
+    """One cost cell per (backbone, batch size): its rows are written as soon as it is timed. Accuracy: with
+    ``probe`` one cell per (backbone, seed) holding every head (trained together on the cached features, one row
+    each); otherwise one cell per (backbone, head, seed)."""
     cells = [Cell("cost", bb, list(cfg.heads), batch_size=bs)
              for bb in cfg.backbones for bs in (cfg.batch_sizes if cfg.timing else [1])]
     if not cfg.cost_only:
-        cells += [Cell("accuracy", bb, [h], seed) for bb in cfg.backbones for seed in cfg.seeds for h in cfg.heads]
+        if cfg.protocol == "probe":
+            cells += [Cell("accuracy", bb, list(cfg.heads), seed) for bb in cfg.backbones for seed in cfg.seeds]
+        else:
+            cells += [Cell("accuracy", bb, [h], seed)
+                      for bb in cfg.backbones for seed in cfg.seeds for h in cfg.heads]
     return cells
 
 
@@ -119,8 +126,8 @@ def cell_keys(cfg: RunConfig, cell: Cell) -> List[Dict[str, object]]:
     if cell.kind == "cost":
         return [_row_ids(cfg, cell.backbone, h, num_classes=cfg.num_classes, batch_size=cell.batch_size)
                 for h in cell.heads]
-    return [_row_ids(cfg, cell.backbone, cell.heads[0], dataset=cfg.dataset, protocol=cfg.protocol,
-                     epochs=cfg.epochs, seed=cell.seed)]
+    return [_row_ids(cfg, cell.backbone, h, dataset=cfg.dataset, protocol=cfg.protocol, epochs=cfg.epochs,
+                     seed=cell.seed) for h in cell.heads]
 
 
 # ----------------------------------------------------------------------------------------------- cost cells
@@ -214,10 +221,19 @@ def run_cost_cell(cfg: RunConfig, cell: Cell, progress: Optional[Callable[[str],
 # ------------------------------------------------------------------------------------------- accuracy cells
 
 def run_accuracy_cell(cfg: RunConfig, cell: Cell, progress: Optional[Callable[[str], None]] = None) -> Iterator[dict]:
-    """Train (per protocol) and evaluate one (backbone, head, seed); one row with cost and accuracy columns."""
-    from .evaluation import train_and_evaluate
+    """Train (per protocol) and evaluate the cell's heads on one (backbone, seed); one row per head with cost and
+    accuracy columns. A probe cell trains its heads together; a head that fails there leaves the others' rows
+    and raises after them (``execute_cell`` then records an error row for it)."""
+    from .evaluation import train_and_evaluate, train_and_evaluate_probes
 
-    yield train_and_evaluate(cfg, cell.backbone, cell.heads[0], cell.seed, progress=progress)
+    if cfg.protocol != "probe":
+        for head in cell.heads:
+            yield train_and_evaluate(cfg, cell.backbone, head, cell.seed, progress=progress)
+        return
+    errors: dict = {}
+    yield from train_and_evaluate_probes(cfg, cell.backbone, cell.heads, cell.seed, progress=progress, errors=errors)
+    if errors:
+        raise RuntimeError("; ".join(f"{h}: {type(e).__name__}: {str(e).strip()[:200]}" for h, e in errors.items()))
 
 
 def execute_cell(cfg: RunConfig, cell: Cell, progress: Optional[Callable[[str], None]] = None) -> List[dict]:

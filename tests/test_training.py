@@ -14,8 +14,8 @@ from bench.features import extract_features, feature_cache_key
 from bench.heads import create_head
 from bench.losses import asymmetric_loss, bce_loss, ce_loss, compute_loss
 from bench.model import HeadModel
-from bench.training import (ModelEMA, TrainConfig, TrainingDiverged, TrainOutcome, param_groups, predict, seed_everything,
-                            train_finetune, train_probe, train_probes)
+from bench.training import (ModelEMA, TrainConfig, TrainingDiverged, TrainOutcome, param_groups, predict,
+                            seed_everything, train_finetune, train_probe, train_probes)
 
 C = 3  # classes of the toy problem
 
