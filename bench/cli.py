@@ -70,7 +70,8 @@ def heads_cmd(in_features, num_classes, tokens, pattern, specs):
 @click.option("--num-classes", type=int, default=80, show_default=True,
               help="Classes for cost-only runs (80, as COCO); training runs take the dataset's.")
 @click.option("--batch-sizes", default="1,32", show_default=True, help="Batch sizes to time.")
-@click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (CUDA when available, else the CPU) | cpu | cuda | cuda:N")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
               help="Inference dtype for timing (training uses AMP on CUDA, fp32 on CPU).")
 @click.option("--channels-last", is_flag=True, help="Time with channels-last memory format.")
@@ -193,7 +194,8 @@ def _study_command(name: str):
     @click.option("--epochs", type=int, default=None)
     @click.option("--protocol", type=click.Choice(["finetune", "probe", "eval"]), default=None)
     @click.option("--batch-sizes", default=None, help="Batch sizes to time.")
-    @click.option("--device", default=None, help="cpu | cuda | cuda:N")
+    @click.option("--device", default=None, help="auto | cpu | cuda | cuda:N [default: auto, CUDA when "
+                  "available, else the CPU]")
     @click.option("--pretrained", is_flag=True, default=None)
     @click.option("--checkpoint", default=None)
     @click.option("--workers", type=int, default=None)

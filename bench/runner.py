@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
@@ -22,6 +21,16 @@ DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 PROTOCOLS = ("finetune", "probe", "eval")
 
 
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when torch sees a CUDA device, else ``"cpu"``; any other name is returned as given
+    (RunConfig validates it). Resolved once per run, so the header and every row name the device used."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 @dataclass
 class RunConfig:
     """Everything a run needs, with the defaults of ``bench run``."""
@@ -31,7 +40,7 @@ class RunConfig:
     img_size: int = 224
     num_classes: int = 80
     batch_sizes: List[int] = field(default_factory=lambda: [1, 32])
-    device: str = "cpu"
+    device: str = "auto"  # resolved in __post_init__: "cuda" when available, else "cpu"
     dtype: str = "fp32"
     channels_last: bool = False
     compile: bool = False
@@ -65,13 +74,14 @@ class RunConfig:
             raise ValueError(f"batch sizes must be >= 1, got {self.batch_sizes}")
         if self.img_size < 8:
             raise ValueError(f"img_size must be >= 8, got {self.img_size}")
+        self.device = resolve_device(self.device)
         if self.device.startswith("cuda"):
             import torch
             if not torch.cuda.is_available():
                 raise ValueError(f"--device {self.device}: no CUDA device is available here (torch "
                                  f"{torch.__version__}, cuda build: {torch.version.cuda or 'none'}); use --device cpu")
         elif self.device != "cpu":
-            raise ValueError(f"unknown device {self.device!r}; valid: cpu, cuda, cuda:N")
+            raise ValueError(f"unknown device {self.device!r}; valid: auto, cpu, cuda, cuda:N")
         if not self.run_id:
             self.run_id = new_run_id()
 
@@ -311,82 +321,3 @@ def run(cfg: RunConfig, executor=None, on_row: Optional[Callable[[dict], None]] 
             if on_cell:
                 on_cell(cell)
     return rows
-
-
-# ------------------------------------------------------------------------------------------------- estimate
-
-_RATE: Dict[str, float] = {}
-
-
-def matmul_rate(device: str = "cpu", seconds: float = 0.2) -> float:
-    """MACs per second of a 1024^3 float32 matmul on this device (a quick probe, cached per process)."""
-    if device in _RATE:
-        return _RATE[device]
-    import torch
-
-    from .timing import sync
-
-    a = torch.randn(1024, 1024, device=device)
-    a @ a
-    sync(device)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        a @ a
-        n += 1
-    sync(device)
-    _RATE[device] = n * 1024 ** 3 / (time.perf_counter() - t0)
-    return _RATE[device]
-
-
-def backbone_macs_meta(name: str, img_size: int) -> tuple:
-    """(MACs per image, feature shape) of a backbone counted on the meta device: no weights, no compute."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from .model import create_backbone
-
-    with torch.device("meta"):
-        bb = create_backbone(name, img_size=img_size)
-        x = torch.empty(1, 3, img_size, img_size)
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        y = bb(x)
-    return fc.get_total_flops() // 2, tuple(y.shape[1:])
-
-
-def estimate_seconds(cfg: RunConfig, cells: Sequence[Cell], train_size: int = 0, val_size: int = 0) -> float:
-    """A rough guess of a run's duration from the MACs involved and this machine's matmul rate.
-
-    Convolutions on a CPU run at about half the matmul rate and training costs about three forward passes;
-    timing runs at least ``min_time_s`` per measurement.
-    """
-    rate = matmul_rate(cfg.device) * 0.5
-    total = 0.0
-    import torch
-
-    from .heads import create_head
-
-    meta = {bb: backbone_macs_meta(bb, cfg.img_size) for bb in {c.backbone for c in cells}}
-    macs = {bb: m for bb, (m, _) in meta.items()}
-    for c in cells:
-        g = macs[c.backbone]
-        shape = meta[c.backbone][1]
-        C, tokens = (shape[0], shape[1] * shape[2]) if len(shape) == 3 else (shape[1], shape[0])  # map or tokens
-        with torch.device("meta"):
-            h = sum(create_head(s, C, cfg.num_classes).analytic_macs(tokens=tokens) for s in c.heads)
-        if c.kind == "cost":
-            with torch.device("meta"):
-                hs = [create_head(s, C, cfg.num_classes).analytic_macs(tokens=tokens) for s in c.heads]
-            total += sum(3 * (g + hh) for hh in hs) / rate  # counting passes (ours, fvcore's trace and run)
-            if cfg.timing:
-                b = c.batch_size
-                one = lambda m: max(cfg.min_time_s, 6 * b * m / rate)  # noqa: E731 (warm-up + 5 timed)
-                total += one(g) + sum(one(hh) + one(g + hh) for hh in hs)
-        else:
-            n_train, n_val = train_size or 2000, val_size or 500
-            if cfg.protocol == "finetune":
-                total += cfg.epochs * n_train * 3 * (g + h) / rate + 2 * n_val * (g + h) / rate
-            else:
-                total += 2 * n_val * h / rate + cfg.epochs * n_train * 3 * h / rate  # head-sized work
-    if not cfg.cost_only and cfg.protocol == "probe":
-        total += sum((train_size or 2000) + (val_size or 500) for _ in macs) * max(macs.values()) / rate
-    return total
