@@ -43,13 +43,13 @@ def heads_cmd(in_features, num_classes, tokens, pattern, specs):
         head = create_head(spec, in_features, num_classes)
         params = sum(p.numel() for p in head.parameters())
         trainable = sum(p.numel() for p in head.parameters() if p.requires_grad)
-        rows.append(dict(head=head.spec, params_m=params / 1e6, trainable_m=trainable / 1e6,
+        rows.append(dict(head=head.spec, params=params, params_trainable=trainable,
                          gmacs=head.analytic_macs(tokens=tokens) / 1e9,
                          doc=(type(head).__doc__ or "").strip().splitlines()[0] if type(head).__doc__ else ""))
     click.echo(f"Heads at C={in_features}, N={num_classes}, {tokens} tokens, batch 1 "
                "(GMACs: multiply-accumulates of the head's matrix products, analytic):\n")
-    click.echo(_table(rows, ["head", "params_m", "trainable_m", "gmacs", "doc"],
-                      ["head", "params (M)", "trainable (M)", "GMACs", "description"]))
+    click.echo(_table(rows, ["head", "params", "params_trainable", "gmacs", "doc"],
+                      ["head", "params", "trainable", "GMACs", "description"]))
     if not specs:
         click.echo("\nOptions: " + "; ".join(
             f"{n}(" + ", ".join(f"{k}={v!r}" for k, v in head_options(n).items()) + ")" for n in names))

@@ -217,7 +217,7 @@ def summary_text(df, group=("backbone", "head")) -> str:
     extra = [g for g in group if g not in ("backbone", "head")]
     for r in rows:
         o = dict(backbone=r["backbone"], head=r["head"], **{g: r[g] for g in extra},
-                 params_head=r.get("params_head", float("nan")) / 1e6,
+                 params_head=r.get("params_head", float("nan")),
                  gmacs_head=r.get("gmacs_head"), gmacs_total=r.get("gmacs_total"))
         if has_time:
             o.update(latency=r.get("latency_ms_b1"), throughput=r.get("throughput_img_s"))
@@ -229,7 +229,7 @@ def summary_text(df, group=("backbone", "head")) -> str:
                 o["verdict"] = verdict(r["delta"], r.get("delta_noise"))
         out.append(o)
     cols = ["backbone", "head", *extra, "params_head", "gmacs_head", "gmacs_total"]
-    heads = ["backbone", "head", *extra, "head params (M)", "head GMACs", "total GMACs"]
+    heads = ["backbone", "head", *extra, "head params", "head GMACs", "total GMACs"]
     if has_time:
         tb = max((r.get("timing_batch", 0) for r in rows), default=0)
         cols += ["latency", "throughput"]
