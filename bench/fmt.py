@@ -90,7 +90,9 @@ def format_table(rows: List[dict], columns: List[str], headers: Optional[List[st
     cols = [format_column([r.get(c) for r in rows], c) for c in columns]
     cells = [[col[i] for col in cols] for i in range(len(rows))]
     widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
-    line = lambda vals: "  ".join(v.rjust(w) if is_numeric(v) else v.ljust(w) for v, w in zip(vals, widths))  # noqa: E731
+
+    def line(vals):
+        return "  ".join(v.rjust(w) if is_numeric(v) else v.ljust(w) for v, w in zip(vals, widths))
     out = [line(headers), line(["-" * w for w in widths])]
     out += [line(r) for r in cells]
     return "\n".join(s.rstrip() for s in out)

@@ -34,5 +34,6 @@ def test_table_aligns_numbers_right_and_text_left():
                         ["head", "head params", "batch", "ms"])
     lines = text.splitlines()
     assert lines[0].split() == ["head", "head", "params", "batch", "ms"]
-    assert lines[2].split() == ["gap", "4.66K", "1", "2.95"] and lines[3].split() == ["mldecoder", "289K", "32", "12.29"]
+    assert lines[2].split() == ["gap", "4.66K", "1", "2.95"]
+    assert lines[3].split() == ["mldecoder", "289K", "32", "12.29"]
     assert lines[2].index("4.66K") + len("4.66K") == lines[3].index("289K") + len("289K")  # right-aligned
