@@ -43,13 +43,13 @@ def heads_cmd(in_features, num_classes, tokens, pattern, specs):
         head = create_head(spec, in_features, num_classes)
         params = sum(p.numel() for p in head.parameters())
         trainable = sum(p.numel() for p in head.parameters() if p.requires_grad)
-        rows.append(dict(head=head.spec, params_m=params / 1e6, trainable_m=trainable / 1e6,
+        rows.append(dict(head=head.spec, params=params, params_trainable=trainable,
                          gmacs=head.analytic_macs(tokens=tokens) / 1e9,
                          doc=(type(head).__doc__ or "").strip().splitlines()[0] if type(head).__doc__ else ""))
     click.echo(f"Heads at C={in_features}, N={num_classes}, {tokens} tokens, batch 1 "
                "(GMACs: multiply-accumulates of the head's matrix products, analytic):\n")
-    click.echo(_table(rows, ["head", "params_m", "trainable_m", "gmacs", "doc"],
-                      ["head", "params (M)", "trainable (M)", "GMACs", "description"]))
+    click.echo(_table(rows, ["head", "params", "params_trainable", "gmacs", "doc"],
+                      ["head", "params", "trainable", "GMACs", "description"]))
     if not specs:
         click.echo("\nOptions: " + "; ".join(
             f"{n}(" + ", ".join(f"{k}={v!r}" for k, v in head_options(n).items()) + ")" for n in names))
@@ -70,7 +70,8 @@ def heads_cmd(in_features, num_classes, tokens, pattern, specs):
 @click.option("--num-classes", type=int, default=80, show_default=True,
               help="Classes for cost-only runs (80, as COCO); training runs take the dataset's.")
 @click.option("--batch-sizes", default="1,32", show_default=True, help="Batch sizes to time.")
-@click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (CUDA when available, else the CPU) | cpu | cuda | cuda:N")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
               help="Inference dtype for timing (training uses AMP on CUDA, fp32 on CPU).")
 @click.option("--channels-last", is_flag=True, help="Time with channels-last memory format.")
@@ -209,7 +210,8 @@ def _study_command(name: str):
     @click.option("--epochs", type=int, default=None)
     @click.option("--protocol", type=click.Choice(["finetune", "probe", "eval"]), default=None)
     @click.option("--batch-sizes", default=None, help="Batch sizes to time.")
-    @click.option("--device", default=None, help="cpu | cuda | cuda:N")
+    @click.option("--device", default=None, help="auto | cpu | cuda | cuda:N [default: auto, CUDA when "
+                  "available, else the CPU]")
     @click.option("--pretrained", is_flag=True, default=None)
     @click.option("--checkpoint", default=None)
     @click.option("--workers", type=int, default=None)

@@ -87,7 +87,7 @@ def run_command(heads, backbones, img_size, num_classes, batch_sizes, device, dt
                 pretrained, checkpoint, results_dir, cache_dir, resume, executor, ray_address, plot,
                 threads=None) -> None:
     from .fmt import parse_ints as _ints
-    from .runner import RunConfig, pending_cells, plan_cells, run
+    from .runner import RunConfig, pending_cells, plan_cells, resolve_device, run
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("bench run does not run under torchrun (every process would write rows); for "
@@ -96,6 +96,8 @@ def run_command(heads, backbones, img_size, num_classes, batch_sizes, device, dt
 
     ds_name = parse_spec(dataset).name if dataset else "scenes"
     defaults = DATASET_DEFAULTS.get(ds_name, dict(img_size=224, epochs=10))
+    asked_device = device
+    device = resolve_device(device)  # once: the header, the defaults below and every row name the same device
     cpu_training = not cost_only and device == "cpu"
     if heads is None:
         heads = DEFAULT_HEADS_CPU_TRAINING if cpu_training else DEFAULT_HEADS
@@ -117,19 +119,14 @@ def run_command(heads, backbones, img_size, num_classes, batch_sizes, device, dt
     ex = make_executor(executor, ray_address)
     all_cells = plan_cells(cfg)
     cells = pending_cells(cfg, all_cells)
-    _print_header(cfg, all_cells, cells)
+    per_cell = _print_header(cfg, all_cells, cells, asked_device, plot)
     if not cells:
         click.echo("Nothing to run: every cell of this run is already in " + cfg.results_path)
     t0 = time.time()
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(cells), unit="cell", dynamic_ncols=True, disable=None)
+    bar, on_cell = _progress_bar(cells, per_cell)
 
     def progress(msg: str):
         bar.set_postfix_str(msg[:60])
-
-    def on_cell(cell):
-        bar.update(1)
 
     errors = []
 
@@ -176,10 +173,40 @@ def make_executor(name: str, address: Optional[str]):
     return RayExecutor(address)
 
 
-def _print_header(cfg, all_cells, cells) -> None:
-    from .runner import estimate_seconds
+def _progress_bar(cells, per_cell, disable=None):
+    """A bar in estimated seconds: each finished cell advances it by its own estimate, so its rate is the measured
+    pace against the estimate and its ETA (tqdm's remaining time) corrects itself as cells finish. Returns
+    (bar, on_cell)."""
+    from tqdm import tqdm
 
+    from .estimate import cell_key
+
+    if per_cell is None or len(per_cell) != len(cells):  # no estimate: count cells
+        bar = tqdm(total=len(cells), unit="cell", dynamic_ncols=True, disable=disable)
+        return bar, lambda cell: bar.update(1)
+    share = {}
+    for c, s in zip(cells, per_cell):
+        share[cell_key(c)] = share.get(cell_key(c), 0.0) + max(s, 0.01)
+    done = [0]
+    bar = tqdm(total=round(sum(share.values()), 2), dynamic_ncols=True, disable=disable,
+               desc=f"0/{len(cells)} cells",
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
+
+    def on_cell(cell):
+        done[0] += 1
+        bar.set_description_str(f"{done[0]}/{len(cells)} cells", refresh=False)
+        bar.update(min(share.get(cell_key(cell), 0.0), bar.total - bar.n))
+    return bar, on_cell
+
+
+def _print_header(cfg, all_cells, cells, asked_device: str = "", plot: bool = True):
+    """Print what the run measures and its estimate; return the per-cell estimates (None when not made)."""
+    from .estimate import AFTER_CELLS_S, PLOTS_S, duration, estimate_cells, faster_ways
+
+    device = cfg.device + (f" (auto: {'CUDA found' if cfg.device.startswith('cuda') else 'no CUDA device here'})"
+                           if asked_device == "auto" else "")
     lines = [f"bench run {cfg.run_id}",
+             f"  device     {device}",
              f"  backbones  {', '.join(cfg.backbones)} at {cfg.img_size}px, {cfg.device} {cfg.dtype}"
              + (" channels-last" if cfg.channels_last else "") + (" compiled" if cfg.compile else ""),
              f"  heads      {', '.join(cfg.heads)}",
@@ -190,17 +217,22 @@ def _print_header(cfg, all_cells, cells) -> None:
                      f"{', '.join(map(str, cfg.seeds))})")
     done = len(all_cells) - len(cells)
     lines.append(f"  cells      {len(cells)} to run" + (f" ({done} already done)" if done else ""))
-    try:
-        est = estimate_seconds(cfg, cells)
-        lines.append(f"  estimate   ~{_duration(est)} on this machine (a rough guess from MACs and its matmul rate)")
-    except Exception:  # an estimate is a courtesy; never fail a run for it
-        pass
+    per_cell, note = None, None
+    if cells:
+        try:
+            per_cell = estimate_cells(cfg, cells)
+            est = sum(per_cell) + AFTER_CELLS_S + (PLOTS_S if plot else 0.0)
+            lines.append(f"  estimate   ~{duration(est)} from now on this machine (from quick measurements of a "
+                         "training step, a forward pass and a data read)")
+            note = faster_ways(cfg, cells, per_cell)
+        except Exception as e:  # an estimate is a courtesy; never fail a run for it
+            lines.append(f"  estimate   none ({type(e).__name__}: {str(e).strip()[:80]})")
     lines.append(f"  results    {cfg.results_path}")
+    if note:
+        lines.append(f"  note       {note}")
     click.echo("\n".join(lines) + "\n")
+    return per_cell
 
-
-def _duration(s: float) -> str:
-    return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
 
 
 def summary_text(df, group=("backbone", "head")) -> str:
@@ -216,7 +248,7 @@ def summary_text(df, group=("backbone", "head")) -> str:
     extra = [g for g in group if g not in ("backbone", "head")]
     for r in rows:
         o = dict(backbone=r["backbone"], head=r["head"], **{g: r[g] for g in extra},
-                 params_head=r.get("params_head", float("nan")) / 1e6,
+                 params_head=r.get("params_head", float("nan")),
                  gmacs_head=r.get("gmacs_head"), gmacs_total=r.get("gmacs_total"))
         if has_time:
             o.update(latency=r.get("latency_ms_b1"), throughput=r.get("throughput_img_s"))
@@ -228,7 +260,7 @@ def summary_text(df, group=("backbone", "head")) -> str:
                 o["verdict"] = r.get("delta_word", "")
         out.append(o)
     cols = ["backbone", "head", *extra, "params_head", "gmacs_head", "gmacs_total"]
-    heads = ["backbone", "head", *extra, "head params (M)", "head GMACs", "total GMACs"]
+    heads = ["backbone", "head", *extra, "head params", "head GMACs", "total GMACs"]
     if has_time:
         tb = max((r.get("timing_batch", 0) for r in rows), default=0)
         cols += ["latency", "throughput"]
@@ -390,13 +422,15 @@ def study_command(name, dataset, data_root, backbones, img_size, cost_only, seed
     total = sum(len(plan_cells(cfg)) for cfg in configs)
     path = configs[0].results_path
     click.echo(f"bench study {name}: claim {study.claim}: {study.statement}\n"
-               f"  {len(configs)} configurations, {total} cells, {todo} to run ({total - todo} already in {path})")
+               f"  {len(configs)} configurations, {total} cells, {todo} to run ({total - todo} already in {path})\n"
+               f"  device {', '.join(sorted({cfg.device for cfg in configs}))}")
     try:
-        from .runner import estimate_seconds
-        est = sum(estimate_seconds(cfg, cells) for cfg, cells in plan if cells)
-        click.echo(f"  estimate ~{_duration(est)} on this machine (a rough guess)")
-    except Exception:
-        pass
+        from .estimate import duration, estimate_seconds
+
+        est = sum(estimate_seconds(cfg, cells, plots=False) for cfg, cells in plan if cells)
+        click.echo(f"  estimate ~{duration(est)} on this machine (from quick measurements of its cells' work)")
+    except Exception as e:  # an estimate is a courtesy; never fail a study for it
+        click.echo(f"  estimate none ({type(e).__name__}: {str(e).strip()[:80]})")
     from .executors import run_many
 
     ex = make_executor(executor, ray_address)

@@ -201,7 +201,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             if ctx.is_main:
                 click.echo(f"finetune {backbone} + {head} on {dataset}: {ctx.world_size} process(es), global "
                            f"batch {batch_size} ({batch_size // max(ctx.world_size, 1)} per process), "
-                           f"{cfg.epochs} epochs")
+                           f"{cfg.epochs} epochs, on {cfg.resolved_device().type}")
             t0 = time.time()
             row = finetune_and_evaluate(
                 backbone=backbone, head=head, dataset=dataset, data_root=data_root,

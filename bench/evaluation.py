@@ -7,7 +7,7 @@ their EMA (``map_ema``/``top1_ema``) separately.
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -18,6 +18,13 @@ from .results import environment
 # which assumes ImageNet-pretrained weights; a head trained alone on cached features too.
 LR_PRETRAINED = 1e-4
 LR_FROM_SCRATCH = 1e-3
+
+
+def training_memory_format(device: str) -> torch.memory_format:
+    """The memory format a model is trained and evaluated in: channels-last on a CPU, where oneDNN's
+    convolutions, batch norms and max pools run ~25% faster in it (a ResNet training step measured at one thread);
+    the values are the same up to floating-point rounding. Elsewhere the default layout."""
+    return torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
 
 
 def default_cache_dir() -> str:
@@ -112,85 +119,41 @@ def query_shift(before: Optional[torch.Tensor], head) -> Optional[float]:
     return float((after - before).norm() / before.norm().clamp_min(1e-12))
 
 
-def train_and_evaluate(cfg, backbone_name: str, head_spec: str, seed: int,
-                       progress: Optional[Callable[[str], None]] = None) -> dict:
-    """Train and evaluate one (backbone, head, seed) under ``cfg`` (a RunConfig); returns a result row."""
+def _datasets(cfg):
+    """(train split or None for ``eval``, evaluation split) of the run's dataset."""
     from .datasets import create_dataset
-    from .features import feature_cache_key
-    from .model import build_model
-    from .training import TrainConfig, extract_features, predict, seed_everything, train_finetune, train_probe
 
-    say = progress or (lambda msg: None)
-    finetune = cfg.protocol == "finetune"
     train_ds = create_dataset(cfg.dataset, "train", root=cfg.data_root, img_size=cfg.img_size,
-                              train_augment=finetune) if cfg.protocol != "eval" else None
+                              train_augment=cfg.protocol == "finetune") if cfg.protocol != "eval" else None
     val_ds = create_dataset(cfg.dataset, "val", root=cfg.data_root, img_size=cfg.img_size)
-    N = val_ds.num_classes
-    seed_everything(seed)  # the same backbone weights for every head of a seed: heads differ only by themselves
-    model = build_model(backbone_name, head_spec, N, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
-                        img_size=cfg.img_size)
-    queries_at_start = _query_vector(model.head)  # (K*D,): to record how far training moves them
-    E = _word_embeddings(val_ds, model.head)
-    from .flops import model_cost_cached
+    return train_ds, val_ds
 
-    cost = model_cost_cached(model, cfg.img_size, {"class_embeddings": E} if E is not None else None)
-    seen = [i for i in range(N) if i not in set(val_ds.unseen)] if len(val_ds.unseen) else None
 
-    device = cfg.device
+def _seen(val_ds) -> Optional[list]:
+    return [i for i in range(val_ds.num_classes) if i not in set(val_ds.unseen)] if len(val_ds.unseen) else None
+
+
+def _train_config(cfg, train_ds, seed: int):
+    from .training import TrainConfig
+
+    finetune = cfg.protocol == "finetune"
     batch = cfg.train_batch_size
     lr = cfg.lr or (LR_PRETRAINED if finetune and (cfg.pretrained or cfg.checkpoint) else LR_FROM_SCRATCH)
-    train_s = 0.0
-    ema_model = None
-    if cfg.protocol != "eval":
-        steps = cfg.epochs * max(1, len(train_ds) // batch)
-        tcfg = TrainConfig(epochs=cfg.epochs, batch_size=batch, lr=lr, seed=seed, device=device,
-                           workers=cfg.workers, loss="asl" if train_ds.multilabel else "ce",
-                           ema_decay=ema_decay_for(steps))
-        ckpt = checkpoint_dir_for(cfg, backbone_name, head_spec, seed)
-        if finetune:
-            say(f"finetune {backbone_name} + {head_spec} (seed {seed})")
-            out = train_finetune(model, train_ds, tcfg, class_embeddings=E, columns=seen, progress=False,
-                                 checkpoint_dir=ckpt, resume=True)
-            trained, ema_model = out.model, out.ema_model
-            train_s = out.train_s
-        else:
-            say(f"features {backbone_name} (seed {seed})")
-            cache = cfg.cache_dir or default_cache_dir()
-            feats = {}
-            for split, ds in (("train", train_ds), ("val", val_ds)):
-                key = feature_cache_key(model.backbone, backbone_name=backbone_name, dataset_spec=ds.spec,
-                                        split=split, img_size=cfg.img_size)
-                feats[split] = extract_features(model.backbone, ds, batch_size=batch, device=device,
-                                                workers=cfg.workers, cache_dir=cache, cache_key=key,
-                                                progress=False)
-            say(f"probe {head_spec} on {backbone_name} features (seed {seed})")
-            out = train_probe(model.head, feats["train"][0], feats["train"][1], tcfg, class_embeddings=E,
-                              columns=seen, progress=False, checkpoint_dir=ckpt, resume=True)
-            train_s = out.train_s
-            trained, ema_model = out.model, out.ema_model
-    else:
-        trained = model
+    steps = cfg.epochs * max(1, len(train_ds) // batch)
+    return TrainConfig(epochs=cfg.epochs, batch_size=batch, lr=lr, seed=seed, device=cfg.device,
+                       workers=cfg.workers, loss="asl" if train_ds.multilabel else "ce",
+                       ema_decay=ema_decay_for(steps))
 
-    say(f"evaluate {backbone_name} + {head_spec} (seed {seed})")
-    if cfg.protocol == "probe":
-        targets = feats["val"][1].numpy()  # extracted with the images, so skipped images are already accounted
-        logits = predict(trained, feats["val"][0], batch_size=batch, device=device, class_embeddings=E)
-        logits_ema = predict(ema_model, feats["val"][0], batch_size=batch, device=device, class_embeddings=E)
-    else:
-        logits, targets = predict(trained, val_ds, batch_size=batch, device=device, class_embeddings=E,
-                                  workers=cfg.workers, return_targets=True)
-        logits_ema = (predict(ema_model, val_ds, batch_size=batch, device=device, class_embeddings=E,
-                              workers=cfg.workers) if ema_model is not None else None)
+
+def _row(cfg, backbone_name: str, head_spec: str, seed: int, cost: dict, logits: np.ndarray,
+         logits_ema: Optional[np.ndarray], targets: np.ndarray, train_ds, val_ds, train_s: float,
+         shift: Optional[float] = None) -> dict:
     if not np.isfinite(logits).all():
         raise ValueError(f"{head_spec} on {backbone_name}: non-finite logits on the evaluation split")
-    from .heads._base import Head
-
-    trained_head = trained if isinstance(trained, Head) else trained.head
-    shift = query_shift(queries_at_start, trained_head)
-    row = dict(run_id=cfg.run_id, backbone=backbone_name, head=head_spec, img_size=cfg.img_size, num_classes=N,
-               device=cfg.device, dtype=cfg.dtype, channels_last=cfg.channels_last, compile=cfg.compile,
-               dataset=cfg.dataset, protocol=cfg.protocol, epochs=cfg.epochs, seed=seed, **cost,
-               **_metrics(logits, val_ds, targets), **chance_metrics(val_ds, targets),
+    row = dict(run_id=cfg.run_id, backbone=backbone_name, head=head_spec, img_size=cfg.img_size,
+               num_classes=val_ds.num_classes, device=cfg.device, dtype=cfg.dtype, channels_last=cfg.channels_last,
+               compile=cfg.compile, dataset=cfg.dataset, protocol=cfg.protocol, epochs=cfg.epochs, seed=seed,
+               **cost, **_metrics(logits, val_ds, targets), **chance_metrics(val_ds, targets),
                query_shift="" if shift is None else round(shift, 4), train_s=round(train_s, 2),
                train_images=len(train_ds) if train_ds is not None else "", eval_split="val",
                eval_images=len(val_ds), skipped_images=len(getattr(val_ds, "skipped", []))
@@ -199,3 +162,130 @@ def train_and_evaluate(cfg, backbone_name: str, head_spec: str, seed: int,
     if logits_ema is not None:
         row.update(_metrics(logits_ema, val_ds, targets, suffix="_ema"))
     return row
+
+
+def train_and_evaluate(cfg, backbone_name: str, head_spec: str, seed: int,
+                       progress: Optional[Callable[[str], None]] = None) -> dict:
+    """Train and evaluate one (backbone, head, seed) under ``cfg`` (a RunConfig); returns a result row.
+    The ``probe`` protocol goes through ``train_and_evaluate_probes`` with one head (the same result)."""
+    if cfg.protocol == "probe":
+        errors: dict = {}
+        rows = train_and_evaluate_probes(cfg, backbone_name, [head_spec], seed, progress=progress, errors=errors)
+        if errors:
+            raise errors[head_spec]
+        return rows[0]
+    from .flops import model_cost_cached
+    from .model import build_model
+    from .training import predict, seed_everything, train_finetune
+
+    say = progress or (lambda msg: None)
+    finetune = cfg.protocol == "finetune"
+    train_ds, val_ds = _datasets(cfg)
+    N = val_ds.num_classes
+    seed_everything(seed)  # the same backbone weights for every head of a seed: heads differ only by themselves
+    model = build_model(backbone_name, head_spec, N, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
+                        img_size=cfg.img_size)
+    queries_at_start = _query_vector(model.head)  # (K*D,): to record how far training moves them
+    E = _word_embeddings(val_ds, model.head)
+    cost = model_cost_cached(model, cfg.img_size, {"class_embeddings": E} if E is not None else None)
+    device, batch = cfg.device, cfg.train_batch_size
+    model = model.to(memory_format=training_memory_format(device))
+    train_s, ema_model = 0.0, None
+    if finetune:
+        tcfg = _train_config(cfg, train_ds, seed)
+        say(f"finetune {backbone_name} + {head_spec} (seed {seed})")
+        out = train_finetune(model, train_ds, tcfg, class_embeddings=E, columns=_seen(val_ds), progress=False,
+                             checkpoint_dir=checkpoint_dir_for(cfg, backbone_name, head_spec, seed), resume=True)
+        trained, ema_model, train_s = out.model, out.ema_model, out.train_s
+    else:
+        trained = model
+    say(f"evaluate {backbone_name} + {head_spec} (seed {seed})")
+    logits, targets = predict(trained, val_ds, batch_size=batch, device=device, class_embeddings=E,
+                              workers=cfg.workers, return_targets=True)
+    logits_ema = (predict(ema_model, val_ds, batch_size=batch, device=device, class_embeddings=E,
+                          workers=cfg.workers) if ema_model is not None else None)
+    shift = query_shift(queries_at_start, trained.head)
+    return _row(cfg, backbone_name, head_spec, seed, cost, logits, logits_ema, targets, train_ds, val_ds, train_s,
+                shift)
+
+
+def _probe_models(cfg, backbone_name: str, head_specs: Sequence[str], num_classes: int, seed: int) -> dict:
+    """``{spec: HeadModel}`` sharing one backbone, each head initialised exactly as ``build_model`` after
+    ``seed_everything(seed)`` makes it (the random state right after the backbone is restored before each head),
+    so that a head's weights do not depend on the heads built before it."""
+    import random
+
+    from .model import HeadModel, create_backbone, feature_width, load_checkpoint
+    from .heads import create_head
+    from .training import seed_everything
+
+    seed_everything(seed)
+    backbone = create_backbone(backbone_name, pretrained=cfg.pretrained, img_size=cfg.img_size)
+    state = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    models = {}
+    for spec in head_specs:
+        random.setstate(state[0])
+        np.random.set_state(state[1])
+        torch.set_rng_state(state[2])
+        model = HeadModel(backbone, create_head(spec, feature_width(backbone), num_classes), backbone_name)
+        if cfg.checkpoint:
+            load_checkpoint(model, cfg.checkpoint)
+        models[spec] = model
+    return models
+
+
+def train_and_evaluate_probes(cfg, backbone_name: str, head_specs: Sequence[str], seed: int,
+                              progress: Optional[Callable[[str], None]] = None,
+                              errors: Optional[Dict[str, BaseException]] = None) -> List[dict]:
+    """The ``probe`` protocol for every head of a (backbone, seed) at once: one backbone, its features extracted
+    once (and cached on disk), the heads trained together on one pass over them per epoch
+    (``training.train_probes``), each evaluated on the cached evaluation features. One row per head, equal to
+    what that head gives alone. With ``errors`` (a dict) a head that fails is left out of the rows and its
+    exception stored there; without it the first failure raises."""
+    from .features import feature_cache_key
+    from .flops import model_cost_cached
+    from .training import extract_features, predict, train_probes
+
+    if cfg.protocol != "probe":
+        raise ValueError(f"train_and_evaluate_probes is the probe protocol; this run's is {cfg.protocol!r}")
+    if len(set(head_specs)) != len(head_specs):
+        raise ValueError(f"head specs repeat: {list(head_specs)}")
+    say = progress or (lambda msg: None)
+    train_ds, val_ds = _datasets(cfg)
+    models = _probe_models(cfg, backbone_name, head_specs, val_ds.num_classes, seed)
+    backbone = next(iter(models.values())).backbone
+    queries_at_start = {spec: _query_vector(m.head) for spec, m in models.items()}
+    E = {spec: _word_embeddings(val_ds, m.head) for spec, m in models.items()}
+    costs = {spec: model_cost_cached(m, cfg.img_size, {"class_embeddings": E[spec]} if E[spec] is not None else None)
+             for spec, m in models.items()}
+    device, batch = cfg.device, cfg.train_batch_size
+    say(f"features {backbone_name} (seed {seed})")
+    cache = cfg.cache_dir or default_cache_dir()
+    feats = {}
+    for split, ds in (("train", train_ds), ("val", val_ds)):
+        key = feature_cache_key(backbone, backbone_name=backbone_name, dataset_spec=ds.spec, split=split,
+                                img_size=cfg.img_size)
+        feats[split] = extract_features(backbone, ds, batch_size=batch, device=device, workers=cfg.workers,
+                                        cache_dir=cache, cache_key=key, progress=False)
+    say(f"probe {len(models)} heads on {backbone_name} features (seed {seed})")
+    failed: Dict[str, BaseException] = {} if errors is None else errors
+    outs = train_probes({spec: m.head for spec, m in models.items()}, feats["train"][0], feats["train"][1],
+                        _train_config(cfg, train_ds, seed), class_embeddings=E, columns=_seen(val_ds),
+                        progress=False, checkpoint_dirs={spec: checkpoint_dir_for(cfg, backbone_name, spec, seed)
+                                                         for spec in models},
+                        resume=True, errors=None if errors is None else failed)
+    targets = feats["val"][1].numpy()  # extracted with the images, so skipped images are already accounted
+    rows = []
+    for spec, out in outs.items():
+        say(f"evaluate {backbone_name} + {spec} (seed {seed})")
+        try:
+            logits = predict(out.model, feats["val"][0], batch_size=batch, device=device, class_embeddings=E[spec])
+            logits_ema = predict(out.ema_model, feats["val"][0], batch_size=batch, device=device,
+                                 class_embeddings=E[spec])
+            rows.append(_row(cfg, backbone_name, spec, seed, costs[spec], logits, logits_ema, targets, train_ds,
+                             val_ds, out.train_s, query_shift(queries_at_start[spec], out.model)))
+        except Exception as e:  # noqa: BLE001 (recorded per head when asked; the other heads keep their rows)
+            if errors is None:
+                raise
+            failed[spec] = e
+    return rows

@@ -1,6 +1,9 @@
 """Plots from result rows: speed-accuracy Pareto fronts, or cost plots when there is no accuracy.
 
-Every point is labelled with its ``backbone + head`` spec string; files are written as PNG and SVG.
+Readability rules: a point is named by the legend beside the axes (colour = head, marker = backbone), so no
+label runs past the axes or over another; an axis is logarithmic only where its data span at least a decade
+(``LOG_SPAN``), with labels at most at ``MAX_TICKS`` ticks and none on minor ticks, so tick labels never collide.
+Files are written as PNG and SVG.
 """
 from __future__ import annotations
 
@@ -8,6 +11,35 @@ import os
 from typing import List, Sequence
 
 import numpy as np
+
+
+LOG_SPAN = 10.0  # max / min of an axis's data from which it is drawn logarithmic
+MAX_TICKS = 6
+MARKERS = "os^DvPX*<>hp"
+
+
+def set_scale(ax, axis: str, values) -> str:
+    """Logarithmic when the positive data span at least LOG_SPAN, else linear; few, plain tick labels either way.
+    Returns the scale chosen."""
+    from matplotlib import ticker
+
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    log = len(v) > 1 and (v > 0).all() and v.max() / v.min() >= LOG_SPAN
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log" if log else "linear")
+    if log:
+        target.set_major_locator(ticker.LogLocator(base=10, numticks=MAX_TICKS))
+        target.set_major_formatter(ticker.LogFormatterSciNotation())
+        target.set_minor_formatter(ticker.NullFormatter())
+    else:
+        target.set_major_locator(ticker.MaxNLocator(nbins=MAX_TICKS - 1))
+        target.set_major_formatter(ticker.ScalarFormatter(useOffset=False))
+    return "log" if log else "linear"
+
+
+def _legend_outside(ax, **kw):
+    """The legend right of the axes, where it covers no point (the figure grows to hold it)."""
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False, **kw)
 
 
 def _plt():
@@ -73,58 +105,68 @@ def accuracy_points(df) -> list:
 
 def plot_pareto(points: list, x: str, out_dir: str, name: str, title: str,
                 exts: Sequence[str] = ("png", "svg")) -> List[str]:
+    """Accuracy against GMACs or throughput, one point per (backbone, head) with its seed spread, the Pareto front
+    dashed; the legend names each point (colour = head, marker = backbone)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 5))
-    xs = np.array([p[x] for p in points], dtype=float)
-    ys = np.array([p["acc"] for p in points], dtype=float)
-    es = np.array([p["std"] for p in points], dtype=float)
-    heads = sorted({p["head"] for p in points})
+    pts = [p for p in points if np.isfinite(p[x])]
+    heads = list(dict.fromkeys(p["head"] for p in pts))
+    backbones = list(dict.fromkeys(p["backbone"] for p in pts))
     colors = {h: plt.cm.tab10(i % 10) for i, h in enumerate(heads)}
-    for p, xv, yv, ev in zip(points, xs, ys, es):
-        if not np.isfinite(xv):
-            continue
-        ax.errorbar(xv, yv, yerr=ev if ev > 0 else None, fmt="o", color=colors[p["head"]], capsize=3)
-        ax.annotate(f"{p['backbone']} + {p['head']}", (xv, yv), textcoords="offset points", xytext=(4, 4),
-                    fontsize=7)
+    markers = {b: MARKERS[i % len(MARKERS)] for i, b in enumerate(backbones)}
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    xs = np.array([p[x] for p in pts], dtype=float)
+    ys = np.array([p["acc"] for p in pts], dtype=float)
+    for p in pts:
+        label = p["head"] if len(backbones) == 1 else f"{p['backbone']} + {p['head']}"
+        ax.errorbar(p[x], p["acc"], yerr=p["std"] if p["std"] > 0 else None, fmt=markers[p["backbone"]],
+                    color=colors[p["head"]], capsize=3, ms=7, label=label)
     front = pareto_front(xs, ys, higher_x_better=(x == "throughput"))
     if len(front) > 1:
-        ax.plot(xs[front], ys[front], "--", color="0.4", lw=1, label="Pareto front (non-dominated)")
-    for h in heads:
-        ax.plot([], [], "o", color=colors[h], label=h)
+        ax.plot(xs[front], ys[front], "--", color="0.4", lw=1, label="Pareto front (non-dominated)", zorder=0)
     metric = points[0]["metric"]
     n = max(p["n"] for p in points)
     ax.set_xlabel("GMACs per image (backbone + head)" if x == "gmacs" else "throughput (images/s)")
     ax.set_ylabel(f"{metric} (%), mean ± std over {n} seed(s)")
-    if x == "gmacs":
-        ax.set_xscale("log")
+    set_scale(ax, "x", xs)
+    set_scale(ax, "y", ys)
+    ax.margins(x=0.08, y=0.1)
+    title = title + (f" ({backbones[0]})" if len(backbones) == 1 else "")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _legend_outside(ax, fontsize=7)
     return _save(fig, out_dir, name, exts)
 
 
 def plot_head_share(df, out_dir: str) -> List[str]:
-    """Stacked bars: backbone and head GMACs per (backbone, head), with the head's share printed."""
+    """Stacked horizontal bars: backbone and head GMACs per (backbone, resolution, classes, head), the head's
+    share printed at the bar's end. Horizontal, so every label reads level and none overlaps its neighbour;
+    the resolution and N appear in a label only where they vary."""
     import pandas as pd
 
     plt = _plt()
     cost = df[df["gmacs_total"].notna()].drop_duplicates(["backbone", "head", "img_size", "num_classes"])
     if not len(cost):
         return []
-    labels = [f"{r.backbone} @{int(r.img_size)}\n{r.head}" for r in cost.itertuples()]
+    vary_px = cost["img_size"].nunique() > 1
+    vary_n = cost["num_classes"].nunique() > 1
+    labels = [f"{r.backbone}" + (f" @{int(r.img_size)}" if vary_px else "")
+              + (f" N={int(r.num_classes)}" if vary_n else "") + f" + {r.head}" for r in cost.itertuples()]
     bb = pd.to_numeric(cost["gmacs_backbone"]).to_numpy()
     hd = pd.to_numeric(cost["gmacs_head"]).to_numpy()
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels)), 4.5))
-    idx = np.arange(len(labels))
-    ax.bar(idx, bb, label="backbone", color="0.7")
-    ax.bar(idx, hd, bottom=bb, label="head", color="tab:orange")
-    for i, (b, h) in enumerate(zip(bb, hd)):
-        ax.annotate(f"{100 * h / (b + h):.1f}%", (i, b + h), ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(idx)
-    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("GMACs per image")
-    ax.set_title("Head share of the total cost (label: head % of total)", fontsize=9)
-    ax.legend(fontsize=8)
+    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.32 * len(labels) + 1.2)))
+    idx = np.arange(len(labels))[::-1]  # the first row on top
+    ax.barh(idx, bb, label="backbone", color="0.7")
+    ax.barh(idx, hd, left=bb, label="head", color="tab:orange")
+    total = bb + hd
+    for i, b, h in zip(idx, bb, hd):
+        ax.annotate(f" {100 * h / (b + h):.1f}%", (b + h, i), ha="left", va="center", fontsize=7)
+    ax.set_xlim(0, total.max() * 1.15)  # room for the share labels inside the axes
+    ax.set_yticks(idx)
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.set_xlabel("GMACs per image")
+    sizes = "" if vary_px else f" at {int(cost['img_size'].iloc[0])} px"
+    ax.set_title(f"Head share of the total cost{sizes} (label: head % of total)", fontsize=9)
+    _legend_outside(ax, fontsize=8)
     return _save(fig, out_dir, "cost_head_share")
 
 
@@ -141,13 +183,13 @@ def plot_head_vs_classes(df, out_dir: str) -> List[str]:
     for (bb, head), g in cost.groupby(["backbone", "head"]):
         g = g.drop_duplicates("num_classes").sort_values("num_classes")
         ax.plot(g["num_classes"], pd.to_numeric(g["gmacs_head"]), "o-", label=f"{bb} + {head}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    set_scale(ax, "x", pd.to_numeric(cost["num_classes"]).to_numpy())
+    set_scale(ax, "y", pd.to_numeric(cost["gmacs_head"]).to_numpy())
     ax.set_xlabel("number of classes N")
     ax.set_ylabel("head GMACs per image")
     ax.set_title("Head cost against the number of classes", fontsize=9)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    _legend_outside(ax, fontsize=7)
     return _save(fig, out_dir, "cost_head_vs_classes")
 
 

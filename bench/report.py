@@ -1001,7 +1001,7 @@ def verdict_text(v: "st.Verdict") -> str:
     the margin, n and the outcome (with how many seeds would decide an inconclusive one, or why a setting is
     uninformative)."""
     h, d = v.hypothesis, v.difference
-    text = h.statement
+    text = h.statement.rstrip(".")
     if d is None:
         return f"{text}. " + "; ".join(v.reasons) + "."
     m = h.metric

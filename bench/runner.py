@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import os
-import time
 import traceback
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
@@ -30,6 +30,16 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when torch sees a CUDA device, else ``"cpu"``; any other name is returned as given
+    (RunConfig validates it). Resolved once per run, so the header and every row name the device used."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 @dataclass
 class RunConfig:
     """Everything a run needs, with the defaults of ``bench run``."""
@@ -39,7 +49,7 @@ class RunConfig:
     img_size: int = 224
     num_classes: int = 80
     batch_sizes: List[int] = field(default_factory=lambda: [1, 32])
-    device: str = "cpu"
+    device: str = "auto"  # resolved in __post_init__: "cuda" when available, else "cpu"
     dtype: str = "fp32"
     channels_last: bool = False
     compile: bool = False
@@ -78,13 +88,14 @@ class RunConfig:
             raise ValueError(f"batch sizes must be >= 1, got {self.batch_sizes}")
         if self.img_size < 8:
             raise ValueError(f"img_size must be >= 8, got {self.img_size}")
+        self.device = resolve_device(self.device)
         if self.device.startswith("cuda"):
             import torch
             if not torch.cuda.is_available():
                 raise ValueError(f"--device {self.device}: no CUDA device is available here (torch "
                                  f"{torch.__version__}, cuda build: {torch.version.cuda or 'none'}); use --device cpu")
         elif self.device != "cpu":
-            raise ValueError(f"unknown device {self.device!r}; valid: cpu, cuda, cuda:N")
+            raise ValueError(f"unknown device {self.device!r}; valid: auto, cpu, cuda, cuda:N")
         if not self.cost_only:  # training: N is the dataset's (its cost rows too)
             from .datasets import dataset_num_classes
 
@@ -111,16 +122,23 @@ class Cell:
     def label(self) -> str:
         if self.kind == "cost":
             return f"cost {self.backbone} at batch {self.batch_size}: {', '.join(self.heads)}"
+        if len(self.heads) > 1:
+            return f"probe {len(self.heads)} heads on {self.backbone} (seed {self.seed})"
         return f"train {self.backbone} + {self.heads[0]} (seed {self.seed})"
 
 
 def plan_cells(cfg: RunConfig) -> List[Cell]:
-    """One cost cell per (backbone, batch size): its rows are written as soon as it is timed; one accuracy cell
-    per (backbone, head, seed)."""
+    """One cost cell per (backbone, batch size): its rows are written as soon as it is timed. Accuracy: with
+    ``probe`` one cell per (backbone, seed) holding every head (trained together on the cached features, one row
+    each); otherwise one cell per (backbone, head, seed)."""
     cells = [Cell("cost", bb, list(cfg.heads), batch_size=bs)
              for bb in cfg.backbones for bs in (cfg.batch_sizes if cfg.timing else [1])]
     if not cfg.cost_only:
-        cells += [Cell("accuracy", bb, [h], seed) for bb in cfg.backbones for seed in cfg.seeds for h in cfg.heads]
+        if cfg.protocol == "probe":
+            cells += [Cell("accuracy", bb, list(cfg.heads), seed) for bb in cfg.backbones for seed in cfg.seeds]
+        else:
+            cells += [Cell("accuracy", bb, [h], seed)
+                      for bb in cfg.backbones for seed in cfg.seeds for h in cfg.heads]
     return cells
 
 
@@ -231,10 +249,19 @@ def run_cost_cell(cfg: RunConfig, cell: Cell, progress: Optional[Callable[[str],
 # ------------------------------------------------------------------------------------------- accuracy cells
 
 def run_accuracy_cell(cfg: RunConfig, cell: Cell, progress: Optional[Callable[[str], None]] = None) -> Iterator[dict]:
-    """Train (per protocol) and evaluate one (backbone, head, seed); one row with cost and accuracy columns."""
-    from .evaluation import train_and_evaluate
+    """Train (per protocol) and evaluate the cell's heads on one (backbone, seed); one row per head with cost and
+    accuracy columns. A probe cell trains its heads together; a head that fails there leaves the others' rows
+    and raises after them (``execute_cell`` then records an error row for it)."""
+    from .evaluation import train_and_evaluate, train_and_evaluate_probes
 
-    yield train_and_evaluate(cfg, cell.backbone, cell.heads[0], cell.seed, progress=progress)
+    if cfg.protocol != "probe":
+        for head in cell.heads:
+            yield train_and_evaluate(cfg, cell.backbone, head, cell.seed, progress=progress)
+        return
+    errors: dict = {}
+    yield from train_and_evaluate_probes(cfg, cell.backbone, cell.heads, cell.seed, progress=progress, errors=errors)
+    if errors:
+        raise RuntimeError("; ".join(f"{h}: {type(e).__name__}: {str(e).strip()[:200]}" for h, e in errors.items()))
 
 
 def execute_cell(cfg: RunConfig, cell: Cell, progress: Optional[Callable[[str], None]] = None) -> List[dict]:
@@ -282,7 +309,16 @@ def _done_keys(cfg: RunConfig) -> set:
 def pending_cells(cfg: RunConfig, cells: Sequence[Cell]) -> List[Cell]:
     """The cells of ``cells`` that some planned row of is not yet in the results file as an ok row."""
     done = _done_keys(cfg)
-    return [c for c in cells if not all(row_key(k) in done for k in cell_keys(cfg, c))]
+    out = []
+    for c in cells:
+        missing = [h for h, k in zip(c.heads, cell_keys(cfg, c)) if row_key(k) not in done]
+        if not missing:
+            continue
+        if c.kind == "accuracy" and len(missing) < len(c.heads):
+            # a probe cell whose other heads finished: a head's result does not depend on the heads beside it
+            c = dataclasses.replace(c, heads=missing)
+        out.append(c)
+    return out
 
 
 class LocalExecutor:
@@ -312,82 +348,3 @@ def run(cfg: RunConfig, executor=None, on_row: Optional[Callable[[dict], None]] 
             if on_cell:
                 on_cell(cell)
     return rows
-
-
-# ------------------------------------------------------------------------------------------------- estimate
-
-_RATE: Dict[str, float] = {}
-
-
-def matmul_rate(device: str = "cpu", seconds: float = 0.2) -> float:
-    """MACs per second of a 1024^3 float32 matmul on this device (a quick probe, cached per process)."""
-    if device in _RATE:
-        return _RATE[device]
-    import torch
-
-    from .timing import sync
-
-    a = torch.randn(1024, 1024, device=device)
-    a @ a
-    sync(device)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        a @ a
-        n += 1
-    sync(device)
-    _RATE[device] = n * 1024 ** 3 / (time.perf_counter() - t0)
-    return _RATE[device]
-
-
-def backbone_macs_meta(name: str, img_size: int) -> tuple:
-    """(MACs per image, feature shape) of a backbone counted on the meta device: no weights, no compute."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from .model import create_backbone
-
-    with torch.device("meta"):
-        bb = create_backbone(name, img_size=img_size)
-        x = torch.empty(1, 3, img_size, img_size)
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        y = bb(x)
-    return fc.get_total_flops() // 2, tuple(y.shape[1:])
-
-
-def estimate_seconds(cfg: RunConfig, cells: Sequence[Cell], train_size: int = 0, val_size: int = 0) -> float:
-    """A rough guess of a run's duration from the MACs involved and this machine's matmul rate.
-
-    Convolutions on a CPU run at about half the matmul rate and training costs about three forward passes;
-    timing runs at least ``min_time_s`` per measurement.
-    """
-    rate = matmul_rate(cfg.device) * 0.5
-    total = 0.0
-    import torch
-
-    from .heads import create_head
-
-    meta = {bb: backbone_macs_meta(bb, cfg.img_size) for bb in {c.backbone for c in cells}}
-    macs = {bb: m for bb, (m, _) in meta.items()}
-    for c in cells:
-        g = macs[c.backbone]
-        shape = meta[c.backbone][1]
-        C, tokens = (shape[0], shape[1] * shape[2]) if len(shape) == 3 else (shape[1], shape[0])  # map or tokens
-        with torch.device("meta"):
-            h = sum(create_head(s, C, cfg.num_classes).analytic_macs(tokens=tokens) for s in c.heads)
-        if c.kind == "cost":
-            with torch.device("meta"):
-                hs = [create_head(s, C, cfg.num_classes).analytic_macs(tokens=tokens) for s in c.heads]
-            total += sum(3 * (g + hh) for hh in hs) / rate  # counting passes (ours, fvcore's trace and run)
-            if cfg.timing:
-                b = c.batch_size
-                one = lambda m: max(cfg.min_time_s, 6 * b * m / rate)  # noqa: E731 (warm-up + 5 timed)
-                total += one(g) + sum(one(hh) + one(g + hh) for hh in hs)
-        else:
-            n_train, n_val = train_size or 2000, val_size or 500
-            if cfg.protocol == "finetune":
-                total += cfg.epochs * n_train * 3 * (g + h) / rate + 2 * n_val * (g + h) / rate
-            else:
-                total += 2 * n_val * h / rate + cfg.epochs * n_train * 3 * h / rate  # head-sized work
-    if not cfg.cost_only and cfg.protocol == "probe":
-        total += sum((train_size or 2000) + (val_size or 500) for _ in macs) * max(macs.values()) / rate
-    return total

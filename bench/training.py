@@ -225,6 +225,9 @@ class _Trainer:
                  class_embeddings: Optional[torch.Tensor], columns: Optional[Sequence[int]], progress: bool,
                  checkpoint_dir: Optional[str], workers: int, distributed: bool = False,
                  find_unused_parameters: bool = False):
+        # (features, targets) when ``ds`` is a TensorDataset of them trained without workers: batches are indexed
+        self.tensors = (tuple(ds.tensors) if isinstance(ds, TensorDataset) and workers == 0
+                        and len(ds.tensors) == 2 else None)
         if cfg.loss == "ce" and multilabel:
             raise ValueError("loss 'ce' is for single-label data; this dataset is multi-label (use 'asl' or 'bce')")
         if columns is not None and not multilabel:
@@ -363,51 +366,88 @@ class _Trainer:
         value = float("nan") if stats[2].item() > 0 else (stats[0] / count).item()
         return terms[0] * (W / count), value
 
-    def run(self) -> TrainOutcome:
+    def batches(self):
+        """The current epoch's (input, target) batches: the loader's, or for tensors held in memory (the probe's
+        cached features) the same batches indexed directly, without a per-sample fetch and collate."""
+        if self.tensors is None:
+            return iter(self.loader)
+        return self._tensor_batches()
+
+    def _tensor_batches(self):
+        features, targets = self.tensors
+        order = list(self.sampler)  # the sampler's permutation for this epoch, as the loader would take it
+        B, drop_last = self.loader.batch_size, self.loader.drop_last
+        for i in range(0, len(order), B):
+            idx = order[i:i + B]
+            if drop_last and len(idx) < B:
+                break
+            idx = torch.as_tensor(idx, dtype=torch.long)
+            yield features[idx], targets[idx]  # (B, ...) each: what default_collate would stack
+
+    def begin_epoch(self) -> None:
+        self.sampler.set_epoch(self.epoch)
+        self.model.train()
+
+    def step(self, step: int, x: torch.Tensor, y: torch.Tensor) -> float:
+        """One optimisation step on a batch: forward, loss, backward, optimizer, scheduler, EMA. Returns the
+        batch's loss; raises TrainingDiverged (before the backward) when it is NaN or infinite."""
         cfg, dev = self.cfg, self.device
-        while self.epoch < cfg.epochs:
-            t0 = time.perf_counter()
-            self.sampler.set_epoch(self.epoch)
-            self.model.train()
-            total, n = 0.0, 0
-            bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not self.progress,
-                       leave=False)
-            for step, (x, y) in enumerate(bar):
-                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-                with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.use_amp):
-                    logits = self.model(x, **self.head_kwargs)  # (B, N) or (B, N' + random_queries)
-                loss, value = self._step_loss(logits, y)
-                if not np.isfinite(value):  # agreed over the ranks: all stop here, before DDP's backward
-                    bar.close()
-                    where = self.path if self.path and os.path.isfile(self.path) else None
-                    raise TrainingDiverged(
-                        f"loss became {value} at epoch {self.epoch + 1} step {step + 1}; last good checkpoint: "
-                        f"{where or 'none'}", self.epoch + 1, step + 1, where)
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                if cfg.grad_clip is not None:
-                    self.scaler.unscale_(self.optimizer)
-                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.scheduler.step()
-                if self.dist.enabled:
-                    ddp.average_buffers_(self.module)
-                self.ema.update(self.module)
-                total, n = total + value, n + 1
-                bar.set_postfix(loss=f"{value:.4g}")
-            bar.close()
-            self.train_s += time.perf_counter() - t0
-            self.epoch += 1
-            self.history.append({"epoch": self.epoch, "loss": total / max(n, 1),
-                                 "lr": self.optimizer.param_groups[0]["lr"]})
-            if self.path:
-                self.save()
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.use_amp):
+            logits = self.model(x, **self.head_kwargs)  # (B, N) or (B, N' + random_queries)
+        loss, value = self._step_loss(logits, y)
+        if not np.isfinite(value):  # agreed over the ranks: all stop here, before DDP's backward
+            where = self.path if self.path and os.path.isfile(self.path) else None
+            raise TrainingDiverged(
+                f"loss became {value} at epoch {self.epoch + 1} step {step + 1}; last good checkpoint: "
+                f"{where or 'none'}", self.epoch + 1, step + 1, where)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.dist.enabled:
+            ddp.average_buffers_(self.module)
+        self.ema.update(self.module)
+        return value
+
+    def end_epoch(self, total: float, n: int, seconds: float) -> None:
+        """Record the epoch (mean batch loss, lr at its end, its seconds) and write the checkpoint."""
+        self.train_s += seconds
+        self.epoch += 1
+        self.history.append({"epoch": self.epoch, "loss": total / max(n, 1),
+                             "lr": self.optimizer.param_groups[0]["lr"]})
+        if self.path:
+            self.save()
+
+    def outcome(self) -> TrainOutcome:
         return TrainOutcome(self.module, self.ema.module, list(self.history), self.train_s, self.epoch)
 
+    def run(self) -> TrainOutcome:
+        cfg = self.cfg
+        while self.epoch < cfg.epochs:
+            t0 = time.perf_counter()
+            self.begin_epoch()
+            total, n = 0.0, 0
+            bar = tqdm(self.batches(), total=len(self.loader), desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                       disable=not self.progress, leave=False)
+            try:
+                for step, (x, y) in enumerate(bar):
+                    value = self.step(step, x, y)
+                    total, n = total + value, n + 1
+                    bar.set_postfix(loss=f"{value:.4g}")
+            finally:
+                bar.close()
+            self.end_epoch(total, n, time.perf_counter() - t0)
+        return self.outcome()
 
-def _train(model, ds, cfg, *, multilabel, num_classes, class_embeddings, columns, progress, checkpoint_dir,
-           resume, workers, distributed=False, find_unused_parameters=False) -> TrainOutcome:
+
+def _prepare(model, ds, cfg, *, multilabel, num_classes, class_embeddings, columns, progress, checkpoint_dir,
+             resume, workers, distributed=False, find_unused_parameters=False) -> "_Trainer":
+    """Seed, build the trainer and, with ``resume``, load its checkpoint: everything before the first step."""
     seed_everything(cfg.seed)
     trainer = _Trainer(model, ds, cfg, multilabel=multilabel, num_classes=num_classes,
                        class_embeddings=class_embeddings, columns=columns, progress=progress,
@@ -423,7 +463,11 @@ def _train(model, ds, cfg, *, multilabel, num_classes, class_embeddings, columns
                              "filesystem that every node shares (rank 0 writes it, every rank reads it)")
         if found:
             trainer.load()
-    return trainer.run()
+    return trainer
+
+
+def _train(model, ds, cfg, **kwargs) -> TrainOutcome:
+    return _prepare(model, ds, cfg, **kwargs).run()
 
 
 def train_finetune(model: nn.Module, train_ds: Dataset, cfg: TrainConfig, *,
@@ -468,6 +512,11 @@ def _infer_classes(model: nn.Module) -> int:
     return head.num_classes
 
 
+def _check_features(features: torch.Tensor, targets: torch.Tensor) -> None:
+    if features.shape[0] != targets.shape[0]:
+        raise ValueError(f"features ({features.shape[0]}) and targets ({targets.shape[0]}) differ in length")
+
+
 def train_probe(head: nn.Module, features: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig, *,
                 class_embeddings: Optional[torch.Tensor] = None, columns: Optional[Sequence[int]] = None,
                 progress: bool = True, checkpoint_dir: Optional[str] = None,
@@ -475,15 +524,123 @@ def train_probe(head: nn.Module, features: torch.Tensor, targets: torch.Tensor, 
     """Train ``head`` alone on cached backbone features (``extract_features``); the backbone never runs.
 
     ``targets`` (S, N) float multi-hot (-1 = unknown) or (S,) long. Other arguments as ``train_finetune``;
-    the features are in memory, so the loader uses no workers.
+    the features are in memory, so batches are indexed from them directly (no loader workers). Several heads on
+    the same features: ``train_probes``, which gives each head exactly what this function gives it.
     """
-    if features.shape[0] != targets.shape[0]:
-        raise ValueError(f"features ({features.shape[0]}) and targets ({targets.shape[0]}) differ in length")
+    _check_features(features, targets)
     multilabel = targets.dim() == 2
     num_classes = targets.shape[1] if multilabel else _infer_classes(head)
     return _train(head, TensorDataset(features, targets), cfg, multilabel=multilabel, num_classes=num_classes,
                   class_embeddings=class_embeddings, columns=columns, progress=progress,
                   checkpoint_dir=checkpoint_dir, resume=resume, workers=0)
+
+
+class _RngStreams:
+    """One random-number stream per name (Python's, NumPy's, torch's CPU and, on CUDA, the device's generator
+    states): ``enter(name)`` makes that stream the global one, ``leave(name)`` stores where it got to. Heads
+    trained in turn on the same batches thus draw (dropout, random queries) exactly what each would draw alone."""
+
+    def __init__(self, cuda: bool):
+        self.cuda = cuda and torch.cuda.is_available()
+        self.states: Dict[str, tuple] = {}
+
+    def _get(self) -> tuple:
+        return (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+                torch.cuda.get_rng_state() if self.cuda else None)
+
+    def leave(self, name: str) -> None:
+        self.states[name] = self._get()
+
+    def enter(self, name: str) -> None:
+        py, npy, cpu, cuda = self.states[name]
+        random.setstate(py)
+        np.random.set_state(npy)
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda)
+
+
+def train_probes(heads: Dict[str, nn.Module], features: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig,
+                 *, class_embeddings: Optional[Dict[str, Optional[torch.Tensor]]] = None,
+                 columns: Optional[Sequence[int]] = None, progress: bool = True,
+                 checkpoint_dirs: Optional[Dict[str, Optional[str]]] = None, resume: bool = False,
+                 errors: Optional[Dict[str, BaseException]] = None) -> Dict[str, TrainOutcome]:
+    """Train several heads on the same cached features in one pass over them per epoch: each batch is indexed
+    once and every head takes its step on it, each with its own optimizer, scheduler, loss, EMA, checkpoint
+    (``checkpoint_dirs[name]``) and random-number stream.
+
+    Each head ends with exactly the weights ``train_probe`` gives it alone with the same ``cfg`` (same batches, same
+    seeded stream, same resume rules), whatever the other heads are; heads resumed at different epochs each go on
+    from their own. ``class_embeddings[name]`` is passed to a word-query head. A head's ``train_s`` is the time of
+    its own steps plus an equal share of the batch indexing. With ``errors`` (a dict), a head whose training
+    raises (e.g. ``TrainingDiverged``) is dropped and its exception stored there while the others go on; without
+    it the first failure raises. Returns ``{name: TrainOutcome}`` for the heads that finished.
+    """
+    _check_features(features, targets)
+    if not heads:
+        raise ValueError("train_probes needs at least one head")
+    class_embeddings, checkpoint_dirs = dict(class_embeddings or {}), dict(checkpoint_dirs or {})
+    unknown = sorted((set(class_embeddings) | set(checkpoint_dirs)) - set(heads))
+    if unknown:
+        raise ValueError(f"class_embeddings / checkpoint_dirs name heads that are not given: {unknown}; "
+                         f"heads: {', '.join(heads)}")
+    multilabel = targets.dim() == 2
+    ds = TensorDataset(features, targets)
+    streams = _RngStreams(cuda=cfg.resolved_device().type == "cuda")
+    trainers: Dict[str, _Trainer] = {}
+    for name, head in heads.items():
+        num_classes = targets.shape[1] if multilabel else _infer_classes(head)
+        trainers[name] = _prepare(head, ds, cfg, multilabel=multilabel, num_classes=num_classes,
+                                  class_embeddings=class_embeddings.get(name), columns=columns, progress=False,
+                                  checkpoint_dir=checkpoint_dirs.get(name), resume=resume, workers=0)
+        streams.leave(name)  # the stream as train_probe would start (or resume) it
+    live = dict(trainers)
+    device = next(iter(trainers.values())).device
+    for epoch in range(min(t.epoch for t in trainers.values()), cfg.epochs):
+        active = [n for n, t in live.items() if t.epoch == epoch]  # a head resumed further along waits
+        if not active:
+            continue
+        for name in active:
+            streams.enter(name)
+            live[name].begin_epoch()
+            streams.leave(name)
+        totals = {n: 0.0 for n in active}
+        seconds = {n: 0.0 for n in active}
+        steps, data_s = 0, 0.0
+        lead = live[active[0]]  # every trainer has the same sampler (same data, seed and batch size)
+        bar = tqdm(total=len(lead.loader), desc=f"epoch {epoch + 1}/{cfg.epochs} ({len(active)} heads)",
+                   disable=not progress, leave=False)
+        batches = lead.batches()
+        while True:
+            t0 = time.perf_counter()
+            batch = next(batches, None)
+            if batch is None:
+                break
+            x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+            data_s += time.perf_counter() - t0
+            for name in list(active):
+                t0 = time.perf_counter()
+                streams.enter(name)
+                try:
+                    totals[name] += live[name].step(steps, x, y)
+                except Exception as e:  # noqa: BLE001 (a failed head is reported; the others go on)
+                    if errors is None:
+                        bar.close()
+                        raise
+                    errors[name] = e
+                    active.remove(name)
+                    del live[name]
+                finally:
+                    streams.leave(name)
+                seconds[name] += time.perf_counter() - t0
+            steps += 1
+            bar.update(1)
+        bar.close()
+        for name in active:
+            streams.enter(name)  # the checkpoint stores the head's own stream
+            live[name].end_epoch(totals[name], steps, seconds[name] + data_s / len(active))
+            streams.leave(name)
+    return {name: t.outcome() for name, t in live.items()}
 
 
 @torch.no_grad()
@@ -533,4 +690,4 @@ def predict(model: nn.Module, data: Union[Dataset, torch.Tensor], *, batch_size:
 
 
 __all__ = ["TrainConfig", "TrainOutcome", "TrainingDiverged", "ModelEMA", "extract_features", "feature_cache_key",
-           "param_groups", "predict", "seed_everything", "train_finetune", "train_probe"]
+           "param_groups", "predict", "seed_everything", "train_finetune", "train_probe", "train_probes"]

@@ -521,3 +521,29 @@ def test_imagefolder_tiny(tmp_path):
     os.makedirs(tmp_path / "val" / "n03")
     with pytest.raises(ValueError, match=r"class folders that .* lacks: n03"):
         create_dataset("imagefolder", split="val", root=str(tmp_path))
+
+
+def test_scenes_render_cache_returns_the_drawn_image_and_copies(monkeypatch):
+    from bench.datasets.scenes import CACHE_ENV, RENDER_CACHE
+
+    RENDER_CACHE.clear()
+    ds = create_dataset("scenes(seed=5, train_size=4)", img_size=24)
+    first, labels = ds.render(1)
+    assert RENDER_CACHE.misses == 1 and RENDER_CACHE.hits == 0
+    again, labels2 = create_dataset("scenes(seed=5, train_size=4)", img_size=24).render(1)  # another object
+    assert RENDER_CACHE.hits == 1
+    fresh, fresh_labels = ds._draw(1)
+    assert np.array_equal(first, fresh) and np.array_equal(again, fresh) and np.array_equal(labels2, fresh_labels)
+    again[:] = 0.0  # writing into a returned image leaves the cache alone
+    assert np.array_equal(ds.render(1)[0], fresh)
+    other = create_dataset("scenes(seed=5, train_size=4, distractors=False)", img_size=24).render(1)[0]
+    assert not np.array_equal(other, fresh)  # another generation option is another key
+    monkeypatch.setenv(CACHE_ENV, "0")
+    RENDER_CACHE.clear()
+    ds.render(2)
+    ds.render(2)
+    assert RENDER_CACHE.hits == 0 and not RENDER_CACHE.items
+    monkeypatch.setenv(CACHE_ENV, "lots")
+    with pytest.raises(ValueError, match="HEADBENCH_SCENES_CACHE_MB must be a number"):
+        ds.render(3)
+    RENDER_CACHE.clear()

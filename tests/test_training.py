@@ -14,8 +14,8 @@ from bench.features import extract_features, feature_cache_key
 from bench.heads import create_head
 from bench.losses import asymmetric_loss, bce_loss, ce_loss, compute_loss
 from bench.model import HeadModel
-from bench.training import (ModelEMA, TrainConfig, TrainingDiverged, param_groups, predict, seed_everything,
-                            train_finetune, train_probe)
+from bench.training import (ModelEMA, TrainConfig, TrainingDiverged, TrainOutcome, param_groups, predict,
+                            seed_everything, train_finetune, train_probe, train_probes)
 
 C = 3  # classes of the toy problem
 
@@ -289,6 +289,118 @@ def test_probe_computes_features_once_and_shares_them(tmp_path):
     with torch.no_grad():
         bb.net[0].weight.add_(1e-3)
     assert k1 != feature_cache_key(bb, backbone_name="tiny", dataset_spec="toy", split="train", img_size=12)
+
+
+PROBE_HEADS = ("gap", "mldecoder(embed=32, ffn=64, heads=4, dropout=0.1)",  # dropout: each head's own RNG
+               "txdec(embed=32, ffn=64, heads=4, dropout=0.1)")
+
+
+def probe_data(n=44, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 16, 3, 3, generator=g), (torch.rand(n, C, generator=g) < 0.4).float()  # (S,16,3,3), (S,C)
+
+
+def fresh_heads(specs=PROBE_HEADS):
+    out = {}
+    for spec in specs:
+        seed_everything(11)  # the same initial weights whichever way they are trained
+        out[spec] = create_head(spec, 16, C)
+    return out
+
+
+def same_weights(a: TrainOutcome, b: TrainOutcome) -> bool:
+    return all(torch.equal(x.state_dict()[k], y.state_dict()[k]) for x, y in ((a.model, b.model),
+               (a.ema_model, b.ema_model)) for k in x.state_dict())
+
+
+def test_probe_batches_indexed_from_memory_equal_the_loaders():
+    feats, targets = probe_data()
+
+    class Pairs(torch.utils.data.Dataset):  # not a TensorDataset: trained through the DataLoader
+        def __len__(self):
+            return len(feats)
+
+        def __getitem__(self, i):
+            return feats[i], targets[i]
+
+    from bench.training import _train
+
+    fast = train_probe(fresh_heads()[PROBE_HEADS[1]], feats, targets, cfg(), progress=False)
+    slow = _train(fresh_heads()[PROBE_HEADS[1]], Pairs(), cfg(), multilabel=True, num_classes=C,
+                  class_embeddings=None, columns=None, progress=False, checkpoint_dir=None, resume=False,
+                  workers=0)
+    assert same_weights(fast, slow) and [h["loss"] for h in fast.history] == [h["loss"] for h in slow.history]
+
+
+def test_probes_trained_together_equal_each_trained_alone():
+    feats, targets = probe_data()
+    alone = {spec: train_probe(head, feats, targets, cfg(), progress=False) for spec, head in fresh_heads().items()}
+    together = train_probes(fresh_heads(), feats, targets, cfg(), progress=False)
+    assert list(together) == list(PROBE_HEADS)
+    for spec in PROBE_HEADS:  # same machine, same threads: the same weights, not merely close ones
+        assert same_weights(alone[spec], together[spec]), spec
+        assert [h["loss"] for h in alone[spec].history] == [h["loss"] for h in together[spec].history]
+        assert together[spec].epochs_done == 3 and together[spec].train_s > 0
+    # a head's result does not depend on which heads train beside it
+    pair = train_probes(fresh_heads(PROBE_HEADS[1:]), feats, targets, cfg(), progress=False)
+    assert same_weights(pair[PROBE_HEADS[2]], alone[PROBE_HEADS[2]])
+    with pytest.raises(ValueError, match="name heads that are not given"):
+        train_probes(fresh_heads(["gap"]), feats, targets, cfg(), checkpoint_dirs={"csra": "x"}, progress=False)
+
+
+def test_probes_resume_each_head_from_its_own_checkpoint(tmp_path, monkeypatch):
+    from bench import training
+
+    feats, targets = probe_data()
+    full = train_probes(fresh_heads(), feats, targets, cfg(), progress=False)
+    dirs = {spec: str(tmp_path / f"h{i}") for i, spec in enumerate(PROBE_HEADS)}
+    steps_per_epoch = len(feats) // 8
+    real_step, calls = training._Trainer.step, []
+
+    def killed(self, step, x, y):  # killed in epoch 2, after the first head's step of one batch
+        calls.append(1)
+        if len(calls) > len(PROBE_HEADS) * (steps_per_epoch + 1) + 1:
+            raise KeyboardInterrupt("killed")
+        return real_step(self, step, x, y)
+
+    monkeypatch.setattr(training._Trainer, "step", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_probes(fresh_heads(), feats, targets, cfg(), progress=False, checkpoint_dirs=dirs)
+    monkeypatch.setattr(training._Trainer, "step", real_step)
+    # one head is a further epoch along (its own run finished): each goes on from where it is
+    done = train_probe(fresh_heads()[PROBE_HEADS[0]], feats, targets, cfg(), progress=False,
+                       checkpoint_dir=dirs[PROBE_HEADS[0]], resume=True)
+    assert done.epochs_done == 3
+    resumed = train_probes(fresh_heads(), feats, targets, cfg(), progress=False, checkpoint_dirs=dirs, resume=True)
+    for spec in PROBE_HEADS:
+        assert same_weights(full[spec], resumed[spec]), spec
+        assert [h["epoch"] for h in resumed[spec].history] == [1, 2, 3]
+
+
+def test_probes_keep_going_when_one_head_diverges():
+    feats, targets = probe_data()
+
+    class Diverges(nn.Module):
+        num_classes = C
+
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(16, C)
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            out = self.fc(x.mean((2, 3)))
+            return out * float("nan") if self.calls > 4 else out
+
+    heads = fresh_heads(["gap", PROBE_HEADS[1]])
+    alone = train_probe(fresh_heads([PROBE_HEADS[1]])[PROBE_HEADS[1]], feats, targets, cfg(), progress=False)
+    errors = {}
+    out = train_probes({**heads, "bad": Diverges()}, feats, targets, cfg(), progress=False, errors=errors)
+    assert set(out) == {"gap", PROBE_HEADS[1]} and isinstance(errors["bad"], TrainingDiverged)
+    assert same_weights(out[PROBE_HEADS[1]], alone)
+    with pytest.raises(TrainingDiverged):
+        train_probes({"bad": Diverges()}, feats, targets, cfg(), progress=False)
 
 
 # -- checkpoints, resume, divergence --------------------------------------------------------------------------

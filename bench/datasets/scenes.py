@@ -9,6 +9,9 @@ trivial for a small CNN.
 
 Image ``i`` of split ``s`` is a pure function of ``(seed, s, i)``: its RNG is seeded from that triple, so any
 worker can draw any image in any order; nothing is precomputed but the labels (on first use of ``.targets``).
+A rendered image is kept in a per-process cache shared by every ``Scenes`` object with the same generation
+options, so epochs, heads and seeds of one run draw each image once; the cache holds at most
+``HEADBENCH_SCENES_CACHE_MB`` MiB (default 1024; 0 turns it off) and returns copies, so it never changes a result.
 
 Options:
     classes: number of classes (1..80). Colours are taken in the order of COLOURS (most distinct first) over the
@@ -28,6 +31,7 @@ Splits: ``train`` and ``val``.
 from __future__ import annotations
 
 import math
+import os
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -60,6 +64,49 @@ _HOLDOUT_SEED = 1234  # fixed: the held-out classes do not change with the datas
 # fixed random unit vector of the same width, the control that tells whether the names' meaning is used.
 EMBEDDINGS = ("words", "random")
 RANDOM_EMBEDDING_DIM = 384
+CACHE_ENV = "HEADBENCH_SCENES_CACHE_MB"
+DEFAULT_CACHE_MB = 1024
+
+
+class RenderCache:
+    """Rendered (image, labels) per generation key and index, in this process, up to ``limit_bytes`` in all
+    (images beyond the limit are rendered every time; nothing is evicted, so the hit rate stays predictable)."""
+
+    def __init__(self):
+        self.items: dict = {}
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def limit_bytes() -> int:
+        text = os.environ.get(CACHE_ENV, str(DEFAULT_CACHE_MB))
+        try:
+            mb = float(text)
+        except ValueError:
+            raise ValueError(f"{CACHE_ENV} must be a number of MiB (0 = no cache), got {text!r}") from None
+        return int(mb * 2**20)
+
+    def get(self, key: tuple):
+        hit = self.items.get(key)
+        if hit is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return hit[0].copy(), hit[1].copy()  # copies: a caller may write into what it gets
+
+    def put(self, key: tuple, img: np.ndarray, labels: np.ndarray) -> None:
+        size = img.nbytes + labels.nbytes
+        if self.bytes + size <= self.limit_bytes():
+            self.items[key] = (img.copy(), labels.copy())
+            self.bytes += size
+
+    def clear(self) -> None:
+        self.items.clear()
+        self.bytes = self.hits = self.misses = 0
+
+
+RENDER_CACHE = RenderCache()
 
 
 def class_vocabulary(classes: int) -> List[Tuple[int, int]]:
@@ -234,8 +281,24 @@ class Scenes(HeadDataset):
             self._targets = t
         return self._targets
 
+    def _cache_key(self, i: int) -> tuple:
+        """Everything an image depends on: the generation options and its index (not augmentation)."""
+        return (self.seed, self.split, self.img_size, len(self.pairs), self.unseen, self.max_objects,
+                self.distractors, i)
+
     def render(self, i: int) -> Tuple[np.ndarray, np.ndarray]:
-        """Image ``i`` as (3, S, S) float32 in [0, 1] and its sorted class indices."""
+        """Image ``i`` as (3, S, S) float32 in [0, 1] and its sorted class indices (from the process cache
+        when it was drawn before)."""
+        key = self._cache_key(i)
+        hit = RENDER_CACHE.get(key)
+        if hit is not None:
+            return hit
+        img, labels = self._draw(i)
+        RENDER_CACHE.put(key, img, labels)
+        return img, labels
+
+    def _draw(self, i: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Draw image ``i`` from its own RNG: (3, S, S) float32 in [0, 1] and its sorted class indices."""
         rng = self._rng(i)
         labels = self._labels(rng)
         size = self.img_size
