@@ -75,8 +75,15 @@ def heads_cmd(in_features, num_classes, tokens, pattern, specs):
               help="Inference dtype for timing (training uses AMP on CUDA, fp32 on CPU).")
 @click.option("--channels-last", is_flag=True, help="Time with channels-last memory format.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the models before timing.")
-@click.option("--cost-only", is_flag=True, help="Only params, MACs, latency and throughput: no training.")
-@click.option("--no-timing", is_flag=True, help="Skip latency/throughput (params and MACs only).")
+@click.option("--cost-only", is_flag=True, help="Only cost: params, MACs, latency, throughput, peak memory and "
+              "training-step time; no training.")
+@click.option("--no-timing", is_flag=True, help="Measure nothing at the batch sizes: params and MACs only (no "
+              "latency, memory or training-step time).")
+@click.option("--no-memory", is_flag=True, help="Skip the peak-memory columns (mem_infer_peak_mib, "
+              "mem_train_peak_mib, the backbone's beside them). On a CPU each figure takes a fresh process of a "
+              "few seconds; without them nothing guards the training-step timing against running out of memory.")
+@click.option("--no-train-timing", is_flag=True, help="Skip timing the training step (train_step_ms_p50, "
+              "train_img_s: forward, loss, backward and AdamW step, the backbone alone beside it).")
 @click.option("--min-time", type=float, default=1.0, show_default=True,
               help="Seconds spent timing each measurement (at least 5 iterations after warm-up).")
 @click.option("--dataset", default="scenes", show_default=True, help="Dataset spec (see `bench datasets`).")

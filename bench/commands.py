@@ -52,7 +52,8 @@ DEFAULT_BACKBONE_CPU_TRAINING = "test_resnet"
 
 def run_command(heads, backbones, img_size, num_classes, batch_sizes, device, dtype, channels_last, compile_,
                 cost_only, no_timing, min_time, dataset, data_root, protocol, epochs, seeds, lr, train_batch_size, workers,
-                pretrained, checkpoint, results_dir, cache_dir, resume, executor, ray_address, plot) -> None:
+                pretrained, checkpoint, results_dir, cache_dir, resume, executor, ray_address, plot, no_memory=False,
+                no_train_timing=False) -> None:
     from .fmt import parse_ints as _ints
     from .runner import RunConfig, pending_cells, plan_cells, run
 
@@ -75,7 +76,8 @@ def run_command(heads, backbones, img_size, num_classes, batch_sizes, device, dt
     cfg = RunConfig(
         heads=split_specs(heads), backbones=split_specs(backbones), img_size=img_size, num_classes=num_classes,
         batch_sizes=_ints(batch_sizes, "--batch-sizes"), device=device, dtype=dtype, channels_last=channels_last,
-        compile=compile_, cost_only=cost_only, timing=not no_timing, min_time_s=min_time, dataset=dataset, data_root=data_root,
+        compile=compile_, cost_only=cost_only, timing=not no_timing, memory=not no_memory,
+        train_timing=not no_train_timing, min_time_s=min_time, dataset=dataset, data_root=data_root,
         protocol=protocol, epochs=epochs if epochs is not None else defaults["epochs"],
         seeds=_ints(seeds, "--seeds"), lr=lr, train_batch_size=train_batch_size, workers=workers,
         pretrained=pretrained, checkpoint=checkpoint, results_dir=results_dir, cache_dir=cache_dir,
