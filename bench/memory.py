@@ -58,6 +58,7 @@ LOSSES = ("bce", "ce", "features")  # multi-hot BCE; single-label cross-entropy;
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MIB = 2 ** 20
 LIMIT_FRACTION = 0.75  # of MemAvailable: what one CPU measurement may take
+PROCESS_START_S = 6.0  # about what a measuring process takes to start and import torch and timm (2-core CPU)
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
 
 
@@ -203,7 +204,7 @@ class HeadRecipe:
         image = (3, self.img_size, self.img_size)
         if self.part == "head":
             with torch.device("meta"):
-                bb = create_backbone(self.backbone, img_size=self.img_size)
+                bb = create_backbone(self.backbone, img_size=self.img_size).eval()
                 shape = tuple(bb(torch.empty(1, *image)).shape[1:])  # (C, H, W) map or (L, C) tokens
             head = create_head(self.head, feature_width(bb), self.num_classes)
             return head, shape, head_kwargs(head, self.num_classes)
@@ -225,8 +226,11 @@ class KnownAllocation(nn.Module):
         self.fc = nn.Linear(in_features, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        buf = torch.ones(self.numel, device=x.device, dtype=torch.float32)  # written, so resident
-        return self.fc(x) + buf[:1].to(x.dtype)  # (B, N)
+        out = self.fc(x)  # (B, N)
+        if self.numel:
+            buf = torch.ones(self.numel, device=x.device, dtype=torch.float32)  # written, so resident
+            out = out + buf[:1].to(x.dtype)
+        return out
 
 
 @dataclass(frozen=True)
@@ -397,7 +401,10 @@ def measure_memory(job: MemoryJob, timeout_s: float = 3600.0) -> PeakMemory:
     process on CUDA. Raises ``StepOutOfMemory`` when the step does not fit, RuntimeError for other failures."""
     if job.mode not in MODES:
         raise ValueError(f"unknown mode {job.mode!r}; valid: {', '.join(MODES)}")
-    if torch.device(job.device).type == "cuda":
+    kind = str(job.device).split(":")[0]
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"cannot measure memory on device {job.device!r}; valid: cpu, cuda, cuda:N")
+    if kind == "cuda":
         from .timing import is_out_of_memory
 
         try:
@@ -410,8 +417,6 @@ def measure_memory(job: MemoryJob, timeout_s: float = 3600.0) -> PeakMemory:
         finally:
             gc.collect()
             torch.cuda.empty_cache()
-    if torch.device(job.device).type != "cpu":
-        raise ValueError(f"cannot measure memory on device {job.device!r}; valid: cpu, cuda, cuda:N")
     env = {**os.environ, **MALLOC_ENV, "OMP_NUM_THREADS": str(job.threads)}
     env["PYTHONPATH"] = os.pathsep.join([_package_root()] + [p for p in [env.get("PYTHONPATH", "")] if p])
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:

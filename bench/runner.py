@@ -375,8 +375,12 @@ def _time_training(cfg: RunConfig, cell: Cell, models: dict, backbone, batch: in
         timings = time_interleaved(dict(steps), setup={n: s.zero_grad for n, s in steps.items()},
                                    device=cfg.device, min_time_s=cfg.min_time_s, warmup=2)
     except Exception as e:
-        if not is_out_of_memory(e):
-            raise
+        if not is_out_of_memory(e):  # recorded in the rows; the rest of the cell stands
+            for spec in todo:
+                if spec != alone:
+                    out[spec]["train_status"] = "error"
+                    errors[spec].append(f"training step time: {_first_line(e)}")
+            return
         steps = {}
         for name, b in todo.items():  # one at a time, each with the latency's back-off
 
@@ -531,7 +535,7 @@ def backbone_macs_meta(name: str, img_size: int) -> tuple:
     from .model import create_backbone
 
     with torch.device("meta"):
-        bb = create_backbone(name, img_size=img_size)
+        bb = create_backbone(name, img_size=img_size).eval()  # eval: batch norm takes a batch of one 1x1 map
         x = torch.empty(1, 3, img_size, img_size)
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
         y = bb(x)
@@ -542,7 +546,8 @@ def estimate_seconds(cfg: RunConfig, cells: Sequence[Cell], train_size: int = 0,
     """A rough guess of a run's duration from the MACs involved and this machine's matmul rate.
 
     Convolutions on a CPU run at about half the matmul rate and training costs about three forward passes;
-    timing runs at least ``min_time_s`` per measurement.
+    timing runs at least ``min_time_s`` per measurement; each memory figure adds a process start
+    (``bench.memory.PROCESS_START_S``) and a warm-up.
     """
     rate = matmul_rate(cfg.device) * 0.5
     total = 0.0
@@ -565,7 +570,16 @@ def estimate_seconds(cfg: RunConfig, cells: Sequence[Cell], train_size: int = 0,
             if cfg.timing:
                 b = c.batch_size
                 one = lambda m: max(cfg.min_time_s, 6 * b * m / rate)  # noqa: E731 (warm-up + 5 timed)
-                total += one(g) + sum(one(hh) + one(g + hh) for hh in hs)
+                if cfg.latency:
+                    total += one(g) + sum(one(hh) + one(g + hh) for hh in hs)
+                train_macs = [g + hh if cfg.protocol != "probe" else hh for hh in hs]
+                if cfg.memory:  # a fresh process per figure: start-up, a warm-up at batch 2, the measured step
+                    from .memory import PROCESS_START_S
+
+                    figures = [(g + hh, tm) for hh, tm in zip(hs, train_macs)] + [(g, g)]  # + the backbone alone
+                    total += sum(2 * PROCESS_START_S + (2 + b) * (fi + 3 * ft) / rate for fi, ft in figures)
+                if cfg.train_timing:  # forward + backward ~ 3 forwards; 2 warm-up + at least 5 timed steps
+                    total += sum(max(cfg.min_time_s, 7 * 3 * b * m / rate) for m in train_macs + [g])
         else:
             n_train, n_val = train_size or 2000, val_size or 500
             if cfg.protocol == "finetune":
