@@ -260,8 +260,10 @@ def _memory_summary(df, group) -> dict:
         status = g["train_status"].astype(str) if "train_status" in g else pd.Series(dtype=str)
         if (status == "oom").all() and len(status):
             row.update(mem_train="oom", mem_head="oom", train_ms="oom")
-        elif len(tb) and int(tb.max()) < int(bs.max()):
-            row["mem_train"] = f"{row['mem_train']:.0f} at b{int(tb.max())}"
+        elif len(tb) and int(tb.max()) < int(bs.max()):  # backed off: say at which batch
+            for k in ("mem_train", "mem_head", "train_ms"):
+                if row[k] == row[k]:
+                    row[k] = f"{row[k]:.0f} at b{int(tb.max())}"
         out[keys] = row
     return out
 

@@ -25,6 +25,9 @@ before the step; the cache is emptied first, so reserved growth is not hidden by
   threshold is off) and ``MALLOC_TRIM_THRESHOLD_`` at 128 KiB (the heap's free top is returned too);
 - *other work*: nothing else runs in the child, and it measures one step.
 
+What remains is a floor of about 1 MiB: allocations below 128 KiB may still come from heap pages that are
+already resident, and pages are counted whole. Differences between heads smaller than that are noise.
+
 A tensor that is allocated but never written takes no resident memory; PyTorch writes what it allocates for
 activations, gradients and optimizer state, so this is not a gap in practice. The method is checked against a
 module that allocates a buffer of known size in its forward (``KnownAllocation``), in inference and in training.
@@ -63,7 +66,12 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131
 
 
 class StepOutOfMemory(MemoryError):
-    """A measured step did not fit in memory (the device's, or the CPU measurement's ``limit_mib``)."""
+    """A measured step did not fit in memory (the device's, or the CPU measurement's ``limit_mib``).
+    ``failed_batch``: the batch that did not fit (the warm-up's, 2, when already the warm-up did not)."""
+
+    def __init__(self, message: str, failed_batch: Optional[int] = None):
+        super().__init__(message)
+        self.failed_batch = failed_batch
 
 
 # ------------------------------------------------------------------------------------------------ the step
@@ -346,8 +354,13 @@ def measure_step(job: MemoryJob, meter=None) -> PeakMemory:
     model, shape, kw = job.recipe.build()
     common = dict(mode=job.mode, loss=job.loss, device=job.device, dtype=job.dtype,
                   channels_last=job.channels_last, optimizer=job.optimizer)
-    warm = Step(model, shape, kw, batch_size=min(2, job.batch_size), **common)  # first-call costs, not measured
-    warm()
+    warm_batch = min(2, job.batch_size)
+    try:
+        warm = Step(model, shape, kw, batch_size=warm_batch, **common)  # first-call costs, not measured
+        warm()
+    except Exception as e:
+        e.failed_batch = warm_batch  # a larger batch will not fit either
+        raise
     warm.zero_grad()
     warm.optimizer = None  # its state goes with it
     del warm
@@ -387,7 +400,7 @@ def _child_main(job_path: str, out_path: str) -> None:
     except Exception as e:  # reported to the parent, which raises it there
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         result = {"oom": is_out_of_memory(e), "error": f"{type(e).__name__}: {msg}"[:500],
-                  "limit_mib": locals().get("limit")}
+                  "limit_mib": locals().get("limit"), "failed_batch": getattr(e, "failed_batch", job.batch_size)}
     with open(out_path, "w") as f:
         json.dump(result, f)
 
@@ -411,8 +424,8 @@ def measure_memory(job: MemoryJob, timeout_s: float = 3600.0) -> PeakMemory:
             return measure_step(job)
         except Exception as e:
             if is_out_of_memory(e):
-                raise StepOutOfMemory(f"{job.mode} step at batch {job.batch_size}: {str(e).splitlines()[0]}") \
-                    from None
+                raise StepOutOfMemory(f"{job.mode} step at batch {job.batch_size}: {str(e).splitlines()[0]}",
+                                      getattr(e, "failed_batch", job.batch_size)) from None
             raise
         finally:
             gc.collect()
@@ -438,7 +451,7 @@ def measure_memory(job: MemoryJob, timeout_s: float = 3600.0) -> PeakMemory:
         if res.get("oom"):
             limit = res.get("limit_mib")
             raise StepOutOfMemory(f"{what} needs more than " + (f"{limit:.0f} MiB" if limit else "the memory")
-                                  + f" ({res['error']})")
+                                  + f" ({res['error']})", res.get("failed_batch", job.batch_size))
         raise RuntimeError(f"{what}: {res['error']}")
     return PeakMemory(peak_mib=res["peak_mib"], baseline_mib=res["baseline_mib"])
 

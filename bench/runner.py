@@ -277,8 +277,8 @@ def _memory_and_training(cfg: RunConfig, cell: Cell, models: dict, backbone, bat
                 raise StepOutOfMemory(f"train step at batch {b}: does not fit (batch {min(failed)} did not)")
             try:
                 return measure_memory_cached(job(head, "train", b))
-            except StepOutOfMemory:
-                failed.append(b)
+            except StepOutOfMemory as err:
+                failed.append(err.failed_batch or b)  # the warm-up's batch when already that did not fit
                 raise
         return with_oom_backoff(attempt, batch)
 

@@ -209,8 +209,11 @@ def _fake_measure(fits_up_to):
 
     def measure(job):
         calls.append((job.recipe.part, job.recipe.head, job.mode, job.batch_size))
-        if job.mode == "train" and job.batch_size > fits_up_to.get(job.recipe.head, 10 ** 9):
-            raise StepOutOfMemory(f"train step at batch {job.batch_size} needs more than 1 MiB")
+        limit = fits_up_to.get(job.recipe.head, 10 ** 9)
+        if job.mode == "train" and job.batch_size > limit:
+            # as the measuring process reports it: the warm-up at batch 2 already failed when 2 does not fit
+            raise StepOutOfMemory(f"train step at batch {job.batch_size} needs more than 1 MiB",
+                                  failed_batch=2 if limit < 2 and job.batch_size >= 2 else job.batch_size)
         return PeakMemory(peak_mib=float(job.batch_size) * (3 if job.mode == "train" else 1)
                           + (0 if job.recipe.head is None else 1))
     return measure, calls
@@ -240,9 +243,10 @@ def test_cost_rows_record_out_of_memory_and_back_off_without_losing_anything(mon
     assert "out of memory at batch 8; measured at 2" in mld["error"] and mld["train_step_ms_p50"] > 0
     assert csra["train_status"] == "oom" and "mem_train_peak_mib" not in csra and "train_step_ms_p50" not in csra
     assert "out of memory at every batch down to 1" in csra["error"]
-    # after batch 4 failed, batch 2... were tried; a batch above a known failure never starts a process
+    # csra's warm-up at batch 2 already failed at batch 8: batches 4 and 2 start no process, batch 1 does
     tried = [c[3] for c in calls if c[1] == "csra" and c[2] == "train"]
-    assert tried == [8, 4, 2, 1]
+    assert tried == [8, 1]
+    assert [c[3] for c in calls if c[1] == cfg.heads[1] and c[2] == "train"] == [8, 4, 2]
     assert sum(1 for c in calls if c[1] is None and c[2] == "infer") == 1  # cached
 
 
@@ -370,7 +374,8 @@ def test_cost_only_run_fills_the_memory_columns(tmp_path):
     df = read_results([str(tmp_path)])
     assert len(df) == 2 and (df["train_status"] == "ok").all()
     assert (df["mem_train_peak_mib"] > df["mem_infer_peak_mib"]).all()
-    assert (df["mem_train_peak_mib"] >= df["mem_train_backbone_mib"]).all()
+    # the head's share of a tiny model is below the method's ~1 MiB floor (small allocations may reuse heap pages)
+    assert (df["mem_train_peak_mib"] >= df["mem_train_backbone_mib"] - 1.0).all()
     assert (df["train_step_ms_p50"] > 0).all() and (df["train_batch_size"] == 4).all()
     assert os.path.exists(os.path.join(str(tmp_path), os.listdir(str(tmp_path))[0]))
 
