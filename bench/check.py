@@ -16,9 +16,11 @@ Statuses. Per metric, from ``METRIC_RULES`` (the one place where defaults live):
 - cost counts (``params_*``, ``gmacs_*``, ``gflops_*``): relative tolerance (0.1% of the baseline). Counts are
   deterministic, so any change beyond CSV rounding means the model changed: ``changed``, a failure in either
   direction (a cheaper model is not a better one until someone updates the baseline on purpose).
-- timings (``latency_ms_p50``, ``throughput_img_s``, ``train_s``, ...): noisy across machines, so compared only
-  when asked for (``metrics=[...]`` or a tolerance given for them), with a generous relative tolerance; lower is
-  better, except throughput.
+- timings (``latency_ms_p50``, ``throughput_img_s``, ``train_s``, ``train_step_ms_p50``, ``train_img_s``, ...):
+  noisy across machines, so compared only when asked for (``metrics=[...]`` or a tolerance given for them), with
+  a generous relative tolerance; lower is better, except throughput.
+- peak memory (``mem_infer_peak_mib``, ``mem_train_peak_mib``, the backbone's and CUDA's reserved ones): opt-in
+  like timings (allocators and kernels differ across machines), 10% relative, lower is better.
 - ``missing``: no results row matches, or the matched row has no value for a metric the baseline has (a run
   that crashed writes a row without metrics). Missing counts as a failure by default: a head that stops building
   must not pass CI by producing no row. ``has_regression(df, missing_ok=True)`` relaxes that.
@@ -75,6 +77,13 @@ METRIC_RULES: Mapping[str, MetricRule] = MappingProxyType({
     "head_ms_p50": MetricRule(0.25, "relative", "lower", default=False),
     "throughput_img_s": MetricRule(0.25, "relative", "higher", default=False),
     "train_s": MetricRule(0.5, "relative", "lower", default=False),
+    # Peak memory: deterministic on one machine and allocator, not across them (library versions, kernels).
+    **{m: MetricRule(0.1, "relative", "lower", default=False) for m in (
+        "mem_infer_peak_mib", "mem_infer_backbone_mib", "mem_infer_reserved_mib",
+        "mem_train_peak_mib", "mem_train_backbone_mib", "mem_train_reserved_mib")},
+    "train_step_ms_p50": MetricRule(0.25, "relative", "lower", default=False),
+    "train_step_backbone_ms_p50": MetricRule(0.25, "relative", "lower", default=False),
+    "train_img_s": MetricRule(0.25, "relative", "higher", default=False),
 })
 DEFAULT_TOLERANCES: Mapping[str, float] = MappingProxyType({m: r.tolerance for m, r in METRIC_RULES.items()})
 STD_MULTIPLIER = 2.0

@@ -76,8 +76,16 @@ def heads_cmd(in_features, num_classes, tokens, pattern, specs):
               help="Inference dtype for timing (training uses AMP on CUDA, fp32 on CPU).")
 @click.option("--channels-last", is_flag=True, help="Time with channels-last memory format.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the models before timing.")
-@click.option("--cost-only", is_flag=True, help="Only params, MACs, latency and throughput: no training.")
-@click.option("--no-timing", is_flag=True, help="Skip latency/throughput (params and MACs only).")
+@click.option("--cost-only", is_flag=True, help="Only cost: params, MACs, latency, throughput, peak memory and "
+              "training-step time; no training.")
+@click.option("--no-timing", is_flag=True, help="Measure nothing at the batch sizes: params and MACs only (no "
+              "latency, memory or training-step time).")
+@click.option("--memory/--no-memory", "memory", default=None, help="Peak-memory columns (mem_infer_peak_mib, "
+              "mem_train_peak_mib, the backbone's beside them). On a CPU each figure takes a fresh process of a few "
+              "seconds [default: on with --cost-only; off in a training run, whose question is accuracy].")
+@click.option("--train-timing/--no-train-timing", "train_timing", default=None, help="Time the training step "
+              "(train_step_ms_p50, train_img_s: forward, loss, backward and AdamW step, the backbone alone beside "
+              "it) [default: as --memory].")
 @click.option("--min-time", type=float, default=1.0, show_default=True,
               help="Seconds spent timing each measurement (at least 5 iterations after warm-up).")
 @click.option("--dataset", default="scenes", show_default=True, help="Dataset spec (see `bench datasets`).")
@@ -99,7 +107,8 @@ def heads_cmd(in_features, num_classes, tokens, pattern, specs):
 @click.option("--resume", "resume", default=None, help="Continue run RUN_ID ('last' for the latest): only "
               "missing cells run.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads of every cell, recorded "
-              "in each row (a Ray task asks for that many CPUs) [default: this machine's cores].")
+              "in each row (a Ray task asks for that many CPUs) [default: OMP_NUM_THREADS if set, else this machine's "
+              "cores].")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--ray-address", default=None, help="Ray cluster address [default: start a local Ray].")
 @click.option("--plot/--no-plot", default=True, show_default=True, help="Write plots when the run ends.")
@@ -217,7 +226,7 @@ def _study_command(name: str):
     @click.option("--workers", type=int, default=None)
     @click.option("--results-dir", default="results/runs", show_default=True)
     @click.option("--threads", type=click.IntRange(min=1), default=None,
-                  help="torch threads of every cell [default: this machine's cores].")
+                  help="torch threads of every cell [default: OMP_NUM_THREADS if set, else this machine's cores].")
     @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
     @click.option("--ray-address", default=None)
     def command(**kw):

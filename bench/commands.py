@@ -85,7 +85,7 @@ DEFAULT_BACKBONE_CPU_TRAINING = "test_resnet"
 def run_command(heads, backbones, img_size, num_classes, batch_sizes, device, dtype, channels_last, compile_,
                 cost_only, no_timing, min_time, dataset, data_root, protocol, epochs, seeds, lr, train_batch_size, workers,
                 pretrained, checkpoint, results_dir, cache_dir, resume, executor, ray_address, plot,
-                threads=None) -> None:
+                threads=None, memory=None, train_timing=None) -> None:
     from .fmt import parse_ints as _ints
     from .runner import RunConfig, pending_cells, plan_cells, resolve_device, run
 
@@ -110,7 +110,9 @@ def run_command(heads, backbones, img_size, num_classes, batch_sizes, device, dt
     cfg = RunConfig(
         heads=split_specs(heads), backbones=split_specs(backbones), img_size=img_size, num_classes=num_classes,
         batch_sizes=_ints(batch_sizes, "--batch-sizes"), device=device, dtype=dtype, channels_last=channels_last,
-        compile=compile_, cost_only=cost_only, timing=not no_timing, min_time_s=min_time, dataset=dataset, data_root=data_root,
+        compile=compile_, cost_only=cost_only, timing=not no_timing,
+        memory=cost_only if memory is None else memory,  # a training run is about accuracy: opt in
+        train_timing=(cost_only if memory is None else memory) if train_timing is None else train_timing, min_time_s=min_time, dataset=dataset, data_root=data_root,
         protocol=protocol, epochs=epochs if epochs is not None else defaults["epochs"],
         seeds=_ints(seeds, "--seeds"), lr=lr, train_batch_size=train_batch_size, workers=workers,
         pretrained=pretrained, checkpoint=checkpoint, results_dir=results_dir, cache_dir=cache_dir, threads=threads,
@@ -265,12 +267,27 @@ def summary_text(df, group=("backbone", "head")) -> str:
         tb = max((r.get("timing_batch", 0) for r in rows), default=0)
         cols += ["latency", "throughput"]
         heads += ["latency b1 (ms)", f"img/s b{tb}"]
+    mem = _memory_summary(df, group)
+    if mem:
+        for o in out:
+            o.update(mem.get(tuple(o[g] for g in group), {}))
+        b = max(m["train_b"] for m in mem.values())
+        for key, title in (("mem_infer", f"infer MiB b{b}"), ("mem_train", f"train MiB b{b}"),
+                           ("mem_head", "head's train MiB"), ("train_ms", f"train step b{b} (ms)")):
+            if any(o.get(key) == o.get(key) and o.get(key) is not None for o in out):
+                cols.append(key)
+                heads.append(title)
     if has_acc:
         metric = next(r["metric"] for r in rows if "metric" in r)
         n = max(r.get("n_seeds", 0) for r in rows)
         cols += ["acc", "ema", "delta", "verdict"]
         heads += [f"{metric} (n={n})", f"{metric} EMA", "vs first head, paired (95%)", "difference"]
     text = _table(out, cols, heads)
+    if mem:
+        text += ("\n\nMemory: peak of one step above the weights and the batch (on a CPU the growth of a fresh "
+                 "process's peak RSS; on CUDA max_memory_allocated); training counts activations, gradients and "
+                 "AdamW state. head's train MiB = the model's minus the backbone alone's. A head whose training "
+                 "step does not fit at that batch shows 'oom' (or the batch it fitted at).")
     ops = _uncounted_union(df)
     if ops:
         text += ("\n\nNot in the MACs (no counting formula; listed, never counted as zero): " + ops
@@ -281,6 +298,38 @@ def summary_text(df, group=("backbone", "head")) -> str:
                  "initial weights and data order), the mean difference from the backbone's first head and its 95% "
                  "interval; 'better' or 'worse' when the interval excludes 0.")
     return text
+
+
+def _memory_summary(df, group) -> dict:
+    """Per group (the summary's keys): memory and training-step figures at the largest batch measured."""
+    import pandas as pd
+
+    cols = ("mem_infer_peak_mib", "mem_train_peak_mib", "train_step_ms_p50")
+    measured = any(c in df.columns and df[c].notna().any() for c in cols)
+    if not measured and not ("train_status" in df.columns and (df["train_status"].astype(str) == "oom").any()):
+        return {}
+    ok = df[df["status"].astype(str) == "ok"]
+    out = {}
+    for keys, g in ok.groupby(list(group), sort=False):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        bs = pd.to_numeric(g["batch_size"], errors="coerce")
+        g = g[bs == bs.max()]
+        num = {c: pd.to_numeric(g[c], errors="coerce") if c in g.columns else pd.Series(float("nan"), index=g.index)
+               for c in (*cols, "mem_train_backbone_mib", "train_batch_size")}
+        tb = num["train_batch_size"].dropna()
+        row = {"train_b": int(tb.max()) if len(tb) else int(bs.max()),
+               "mem_infer": num["mem_infer_peak_mib"].median(), "mem_train": num["mem_train_peak_mib"].median(),
+               "mem_head": (num["mem_train_peak_mib"] - num["mem_train_backbone_mib"]).median(),
+               "train_ms": num["train_step_ms_p50"].median()}
+        status = g["train_status"].astype(str) if "train_status" in g else pd.Series(dtype=str)
+        if (status == "oom").all() and len(status):
+            row.update(mem_train="oom", mem_head="oom", train_ms="oom")
+        elif len(tb) and int(tb.max()) < int(bs.max()):  # backed off: say at which batch
+            for k in ("mem_train", "mem_head", "train_ms"):
+                if row[k] == row[k]:
+                    row[k] = f"{row[k]:.0f} at b{int(tb.max())}"
+        out[keys] = row
+    return out
 
 
 def _uncounted_union(df) -> str:
@@ -334,10 +383,15 @@ def results_command(paths, results_dir, where, columns, last_run, export_timm, a
 
 def export_timm_csv(df, path: str) -> None:
     """timm's benchmark.py columns: model, infer_samples_per_sec, infer_step_time, infer_batch_size,
-    infer_img_size, infer_gmacs, param_count (M)."""
-    out = df[df["latency_ms_p50"].notna()].copy()
+    infer_img_size, infer_gmacs, param_count (M), and its train columns train_samples_per_sec,
+    train_step_time (ms), train_batch_size, train_img_size (empty where the training step was not timed)."""
     import pandas as pd
 
+    train = df["train_step_ms_p50"].notna() if "train_step_ms_p50" in df.columns else False
+    out = df[df["latency_ms_p50"].notna() | train].copy()
+    timed = out["train_step_ms_p50"].notna() if "train_step_ms_p50" in out.columns else \
+        pd.Series(False, index=out.index)
+    col = (lambda c: out[c] if c in out.columns else pd.Series(float("nan"), index=out.index))  # noqa: E731
     timm_df = pd.DataFrame({
         "model": out["backbone"] + "+" + out["head"],
         "infer_samples_per_sec": out["throughput_img_s"].astype(float).round(2),
@@ -346,6 +400,10 @@ def export_timm_csv(df, path: str) -> None:
         "infer_img_size": out["img_size"],
         "infer_gmacs": out["gmacs_total"].astype(float).round(3),
         "param_count": (out["params_total"].astype(float) / 1e6).round(2),
+        "train_samples_per_sec": col("train_img_s").astype(float).round(2),
+        "train_step_time": col("train_step_ms_p50").astype(float).round(3),
+        "train_batch_size": col("train_batch_size").where(timed),
+        "train_img_size": out["img_size"].where(timed),
     })
     timm_df.to_csv(path, index=False)
 

@@ -254,11 +254,23 @@ def _cost_cell_s(cfg, cell, cal: Calibration, counted: set) -> float:
     if cfg.timing:
         b = cell.batch_size
         bb = cal.forward(cell.backbone, None, b)
-        heads = [cal.head_forward(cell.backbone, h, b) for h in cell.heads]
         k = len(cell.heads)
-        s += bb + _timing_loop_s(bb, 1, cfg.min_time_s)
-        s += _timing_loop_s(sum(heads) / k, k, cfg.min_time_s)
-        s += _timing_loop_s(sum(cal.forward(cell.backbone, h, b) for h in cell.heads) / k, k, cfg.min_time_s)
+        if getattr(cfg, "latency", True):
+            heads = [cal.head_forward(cell.backbone, h, b) for h in cell.heads]
+            s += bb + _timing_loop_s(bb, 1, cfg.min_time_s)
+            s += _timing_loop_s(sum(heads) / k, k, cfg.min_time_s)
+            s += _timing_loop_s(sum(cal.forward(cell.backbone, h, b) for h in cell.heads) / k, k, cfg.min_time_s)
+        probe = cfg.protocol == "probe"
+        steps = [cal.head_step(cell.backbone, h, b) if probe else cal.train_step(cell.backbone, h, b)
+                 for h in cell.heads]
+        if getattr(cfg, "memory", False):  # a fresh process per figure: start-up, a warm-up at batch 2, the step
+            from .memory import PROCESS_START_S
+
+            fwd = [cal.forward(cell.backbone, h, b) for h in cell.heads] + [bb]
+            trn = steps + [cal.train_step(cell.backbone, "gap", b)]  # + the backbone alone (identity head)
+            s += sum(2 * PROCESS_START_S + 2 * (f + t) for f, t in zip(fwd, trn))
+        if getattr(cfg, "train_timing", False):  # interleaved, zero_grad outside the timer
+            s += _timing_loop_s(sum(steps) / k, k, cfg.min_time_s)
     return s
 
 

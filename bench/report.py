@@ -1143,8 +1143,15 @@ def _pooling_section(df, out_dir, compute_df, make_plots):
     return pooling_section(df, out_dir, compute_df=compute_df, make_plots=make_plots)
 
 
+def _memory_section(df, out_dir, compute_df, make_plots):
+    from .report_memory import memory_section
+
+    text, plots = memory_section(df, out_dir) if make_plots else (memory_section(df, out_dir)[0], [])
+    return text, [os.path.basename(p) for p in plots]
+
+
 # Sections a study adds beyond the generic verdicts and table (its own figures), by study name.
-STUDY_SECTIONS = {"pooling": _pooling_section}
+STUDY_SECTIONS = {"pooling": _pooling_section, "classes": _memory_section}
 
 
 def build_claims(ctx: "Context") -> List[Claim]:

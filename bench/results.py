@@ -25,6 +25,13 @@ COST_COLUMNS = [
     "gmacs_fvcore_total", "gmacs_fvcore_head", "uncounted_ops",
     "latency_ms_p50", "latency_ms_iqr", "latency_n", "throughput_img_s",
     "backbone_ms_p50", "backbone_ms_iqr", "head_ms_p50", "head_ms_iqr", "batch_size_requested",
+    # Peak memory of one step above what was held before it (bench.memory), the backbone alone beside it.
+    "mem_infer_peak_mib", "mem_infer_backbone_mib", "mem_infer_reserved_mib",
+    "mem_train_peak_mib", "mem_train_backbone_mib", "mem_train_reserved_mib",
+    # The training step (forward, loss, backward, AdamW step) at train_batch_size; train_status says whether it
+    # fitted ("ok", "oom": out of memory even at batch 1, "error"; the reason in `error`).
+    "train_step_ms_p50", "train_step_ms_iqr", "train_step_n", "train_img_s",
+    "train_step_backbone_ms_p50", "train_step_backbone_ms_iqr", "train_batch_size", "train_status",
 ]
 ACCURACY_COLUMNS = [
     "map", "map_ema", "cp", "cr", "cf1", "op", "or", "of1", "f1_at_3", "f1_at_5", "top1", "top1_ema", "top5",

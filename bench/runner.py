@@ -23,7 +23,11 @@ PROTOCOLS = ("finetune", "probe", "eval")
 
 
 def default_threads() -> int:
-    """The CPU cores this process may use (its affinity mask where the OS has one)."""
+    """``OMP_NUM_THREADS`` when it is set (the user's own limit), else the CPU cores this process may use (its
+    affinity mask where the OS has one)."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) >= 1:
+        return int(env)
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
@@ -54,7 +58,10 @@ class RunConfig:
     channels_last: bool = False
     compile: bool = False
     cost_only: bool = False
-    timing: bool = True
+    timing: bool = True  # measure at the batch sizes at all (off: params and MACs only)
+    latency: bool = True  # with timing: inference latency and throughput
+    memory: bool = True  # with timing: peak memory of inference and of a training step (bench.memory)
+    train_timing: bool = True  # with timing: the training step's time
     min_time_s: float = 1.0
     dataset: str = "scenes"
     data_root: Optional[str] = None
@@ -166,10 +173,9 @@ def _torch_dtype(name: str):
 
 
 def _head_kwargs(head, num_classes: int, device, dtype) -> dict:
-    import torch
-    if getattr(head, "queries_kind", None) == "word":
-        return {"class_embeddings": torch.randn(num_classes, head.word_dim, device=device, dtype=dtype)}
-    return {}
+    from .memory import head_kwargs
+
+    return head_kwargs(head, num_classes, device, dtype)
 
 
 def _check_forward(backbone, img_size: int, name: str):
@@ -183,8 +189,8 @@ def _check_forward(backbone, img_size: int, name: str):
 
 
 def run_cost_cell(cfg: RunConfig, cell: Cell, progress: Optional[Callable[[str], None]] = None) -> Iterator[dict]:
-    """Params and MACs of each head on one backbone, then latency/throughput at the cell's batch size, the heads
-    timed interleaved."""
+    """Params and MACs of each head on one backbone; then, at the cell's batch size, latency/throughput (the heads
+    timed interleaved), peak memory of inference and of a training step, and the training step's time."""
     import torch
 
     from .flops import model_cost_cached
@@ -209,41 +215,244 @@ def run_cost_cell(cfg: RunConfig, cell: Cell, progress: Optional[Callable[[str],
                    **costs[spec], "status": "ok", **env}
         return
 
-    device, dtype = torch.device(cfg.device), _torch_dtype(cfg.dtype)
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    backbone.to(device=device, dtype=dtype, memory_format=fmt)
-    runners = {}
-    for spec, model in models.items():
-        model.head.to(device=device, dtype=dtype)
-        runners[spec] = torch.compile(model) if cfg.compile else model
-    bb_run = torch.compile(backbone) if cfg.compile else backbone
     bs = cell.batch_size
-    if progress:
-        progress(f"timing {cell.backbone} at batch {bs}")
+    rows = {spec: {**_row_ids(cfg, cell.backbone, spec, num_classes=cfg.num_classes, batch_size=bs),
+                   **costs[spec], "status": "ok", **env} for spec in cell.heads}
+    if cfg.latency:
+        device, dtype = torch.device(cfg.device), _torch_dtype(cfg.dtype)
+        fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        backbone.to(device=device, dtype=dtype, memory_format=fmt)
+        runners = {}
+        for spec, model in models.items():
+            model.head.to(device=device, dtype=dtype)
+            runners[spec] = torch.compile(model) if cfg.compile else model
+        bb_run = torch.compile(backbone) if cfg.compile else backbone
+        if progress:
+            progress(f"timing {cell.backbone} at batch {bs}")
 
-    def measure(b: int):
-        x = torch.rand(b, 3, cfg.img_size, cfg.img_size, device=device, dtype=dtype).contiguous(memory_format=fmt)
-        kw = {s: _head_kwargs(m.head, cfg.num_classes, device, dtype) for s, m in models.items()}
-        with torch.no_grad():
-            feats = backbone(x)
-            t_bb = time_callable(lambda: bb_run(x), device=cfg.device, min_time_s=cfg.min_time_s)
-            t_head = time_interleaved({s: (lambda s=s: models[s].head(feats, **kw[s])) for s in models},
-                                      device=cfg.device, min_time_s=cfg.min_time_s)
-            t_e2e = time_interleaved({s: (lambda s=s: runners[s](x, **kw[s])) for s in models},
-                                     device=cfg.device, min_time_s=cfg.min_time_s)
-        return t_bb, t_head, t_e2e
+        def measure(b: int):
+            x = torch.rand(b, 3, cfg.img_size, cfg.img_size, device=device, dtype=dtype).contiguous(memory_format=fmt)
+            kw = {s: _head_kwargs(m.head, cfg.num_classes, device, dtype) for s, m in models.items()}
+            with torch.no_grad():
+                feats = backbone(x)
+                t_bb = time_callable(lambda: bb_run(x), device=cfg.device, min_time_s=cfg.min_time_s)
+                t_head = time_interleaved({s: (lambda s=s: models[s].head(feats, **kw[s])) for s in models},
+                                          device=cfg.device, min_time_s=cfg.min_time_s)
+                t_e2e = time_interleaved({s: (lambda s=s: runners[s](x, **kw[s])) for s in models},
+                                         device=cfg.device, min_time_s=cfg.min_time_s)
+            return t_bb, t_head, t_e2e
 
-    (t_bb, t_head, t_e2e), used = with_oom_backoff(measure, bs)
+        (t_bb, t_head, t_e2e), used = with_oom_backoff(measure, bs)
+        for spec in cell.heads:
+            t = t_e2e[spec]
+            rows[spec].update({"batch_size_requested": bs if used != bs else "",
+                               "latency_ms_p50": t.median_ms, "latency_ms_iqr": t.iqr_ms, "latency_n": t.n,
+                               "throughput_img_s": used * 1000.0 / t.median_ms,
+                               "backbone_ms_p50": t_bb.median_ms, "backbone_ms_iqr": t_bb.iqr_ms,
+                               "head_ms_p50": t_head[spec].median_ms, "head_ms_iqr": t_head[spec].iqr_ms,
+                               **({"batch_size": used} if used != bs else {})})
+    if cfg.memory or cfg.train_timing:
+        batch = int(next(iter(rows.values()))["batch_size"])
+        for spec, extra in _memory_and_training(cfg, cell, models, backbone, batch, progress).items():
+            rows[spec].update(extra)
+    yield from rows.values()
+
+
+_MULTILABEL: Dict[tuple, bool] = {}
+
+
+def _train_loss(cfg: RunConfig) -> str:
+    """The training step's loss: BCE on multi-hot targets for multi-label data (and cost-only runs, whose N is a
+    label count like COCO's), cross-entropy for single-label data."""
+    if cfg.cost_only:
+        return "bce"
+    key = (cfg.dataset, cfg.data_root)
+    if key not in _MULTILABEL:
+        from .datasets import create_dataset
+
+        _MULTILABEL[key] = bool(create_dataset(cfg.dataset, "val", root=cfg.data_root, img_size=32).multilabel)
+    return "bce" if _MULTILABEL[key] else "ce"
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _memory_and_training(cfg: RunConfig, cell: Cell, models: dict, backbone, batch: int,
+                         progress: Optional[Callable[[str], None]] = None) -> Dict[str, dict]:
+    """The memory and training-step columns of each head's row at ``batch`` (see ``bench.memory``).
+
+    Memory first, each figure in a fresh process on the CPU: inference at ``batch``, the training step from
+    ``batch`` down (halved on out of memory, as latency is) to the batch that fits, recorded as
+    ``train_batch_size``; the backbone alone beside each, at the same batch. Then the training steps that fit are
+    timed in this process, interleaved (the backbone alone as one more entry). Under ``--protocol probe`` the
+    training step is the head alone on backbone features. Nothing here fails the row: a step that fits at no batch
+    gets ``train_status`` "oom", any other failure "error", the reason in ``error``.
+    """
+    import torch
+
+    from .memory import HeadRecipe, MemoryJob, StepOutOfMemory, measure_memory_cached
+    from .timing import with_oom_backoff
+
+    probe = cfg.protocol == "probe"
+    loss = _train_loss(cfg)
+    threads = torch.get_num_threads()
+    out: Dict[str, dict] = {spec: {} for spec in cell.heads}
+    errors: Dict[str, List[str]] = {spec: [] for spec in cell.heads}
+
+    def job(head: Optional[str], mode: str, b: int) -> MemoryJob:
+        part = "backbone" if head is None else ("head" if probe and mode == "train" else "model")
+        return MemoryJob(HeadRecipe(cell.backbone, head, cfg.num_classes, cfg.img_size, part), mode, b,
+                         loss="features" if head is None else loss, device=cfg.device, dtype=cfg.dtype,
+                         channels_last=cfg.channels_last, threads=threads)
+
+    def train_backoff(head: Optional[str]):
+        """(PeakMemory, batch) of the training step at the largest batch <= ``batch`` that fits."""
+        failed: List[int] = []  # batches known not to fit: larger ones are not tried in a new process
+
+        def attempt(b: int):
+            if failed and b >= min(failed):
+                raise StepOutOfMemory(f"train step at batch {b}: does not fit (batch {min(failed)} did not)")
+            try:
+                return measure_memory_cached(job(head, "train", b))
+            except StepOutOfMemory as err:
+                failed.append(err.failed_batch or b)  # the warm-up's batch when already that did not fit
+                raise
+        return with_oom_backoff(attempt, batch)
+
+    train_bs: Dict[str, Optional[int]] = {}  # head -> the batch its training step fits at (None: none)
+    peaks: Dict[str, object] = {}
     for spec in cell.heads:
-        t = t_e2e[spec]
-        yield {**_row_ids(cfg, cell.backbone, spec, num_classes=cfg.num_classes, batch_size=bs),
-               **costs[spec], "batch_size_requested": bs if used != bs else "",
-               "latency_ms_p50": t.median_ms, "latency_ms_iqr": t.iqr_ms, "latency_n": t.n,
-               "throughput_img_s": used * 1000.0 / t.median_ms,
-               "backbone_ms_p50": t_bb.median_ms, "backbone_ms_iqr": t_bb.iqr_ms,
-               "head_ms_p50": t_head[spec].median_ms, "head_ms_iqr": t_head[spec].iqr_ms,
-               "status": "ok", **env,
-               **({"batch_size": used} if used != bs else {})}
+        r, e = out[spec], errors[spec]
+        if cfg.memory:
+            if progress:
+                progress(f"memory of {cell.backbone} + {spec} at batch {batch}")
+            try:
+                r["mem_infer_peak_mib"] = (p := measure_memory_cached(job(spec, "infer", batch))).peak_mib
+                r["mem_infer_reserved_mib"] = p.reserved_mib
+                r["mem_infer_backbone_mib"] = measure_memory_cached(job(None, "infer", batch)).peak_mib
+            except (StepOutOfMemory, RuntimeError) as err:
+                e.append(f"inference memory: {_first_line(err)}")
+            try:
+                peaks[spec], train_bs[spec] = train_backoff(spec)
+                r.update(mem_train_peak_mib=peaks[spec].peak_mib, mem_train_reserved_mib=peaks[spec].reserved_mib,
+                         train_batch_size=train_bs[spec], train_status="ok")
+                if train_bs[spec] != batch:
+                    e.append(f"training step: out of memory at batch {batch}; measured at {train_bs[spec]}")
+            except StepOutOfMemory as err:
+                train_bs[spec] = None
+                r["train_status"] = "oom"
+                e.append(f"training step: out of memory at every batch down to 1 ({_first_line(err)})")
+            except RuntimeError as err:
+                train_bs[spec] = None
+                r["train_status"] = "error"
+                e.append(f"training step memory: {_first_line(err)}")
+            if not probe and train_bs[spec] is not None:  # the backbone alone at the head's training batch
+                try:
+                    r["mem_train_backbone_mib"] = measure_memory_cached(job(None, "train", train_bs[spec])).peak_mib
+                except (StepOutOfMemory, RuntimeError) as err:
+                    e.append(f"backbone training memory: {_first_line(err)}")
+        else:
+            train_bs[spec] = batch
+
+    if cfg.train_timing:
+        _time_training(cfg, cell, models, backbone, batch, loss, train_bs, peaks, out, errors, progress)
+    for spec in cell.heads:
+        if errors[spec]:
+            out[spec]["error"] = "; ".join(errors[spec])[:1000]
+    return out
+
+
+def _time_training(cfg: RunConfig, cell: Cell, models: dict, backbone, batch: int, loss: str,
+                   train_bs: Dict[str, Optional[int]], peaks: dict, out: Dict[str, dict],
+                   errors: Dict[str, List[str]], progress=None) -> None:
+    """Time the training steps that fit (see ``_memory_and_training``), filling ``out``."""
+    import torch
+
+    from .memory import Step, fits
+    from .timing import is_out_of_memory, time_callable, time_interleaved, with_oom_backoff
+
+    probe = cfg.protocol == "probe"
+    image = (3, cfg.img_size, cfg.img_size)
+    alone = "(backbone alone)"  # not a head spec: specs have no spaces or parentheses at the start
+    feat_shape = None
+    if probe:
+        with torch.no_grad():
+            feat_shape = tuple(backbone.float().to(cfg.device)(torch.zeros(1, *image, device=cfg.device)).shape[1:])
+
+    def make(name: str, b: int) -> Step:
+        common = dict(mode="train", batch_size=b, device=cfg.device, dtype=cfg.dtype,
+                      channels_last=cfg.channels_last)
+        if name == alone:
+            return Step(backbone, image, {}, loss="features", **common)
+        m = models[name]
+        kw = _head_kwargs(m.head, cfg.num_classes, "cpu", torch.float32)
+        if probe:
+            return Step(m.head, feat_shape, kw, loss=loss, **common)
+        return Step(m, image, kw, loss=loss, **common)
+
+    todo: Dict[str, int] = {}
+    for spec in cell.heads:
+        b = train_bs.get(spec)
+        if b is None:
+            continue
+        if spec in peaks and not fits(peaks[spec]):
+            errors[spec].append(f"training step not timed: its {peaks[spec].peak_mib:.0f} MiB peak is more than "
+                                "this process can take now")
+            continue
+        todo[spec] = b
+    if not todo:
+        return
+    if not probe:
+        todo[alone] = batch if batch in todo.values() else max(todo.values())
+    if progress:
+        progress(f"timing training steps of {cell.backbone} at batch {batch}")
+    timings, used = {}, dict(todo)
+    try:
+        steps = {name: make(name, b) for name, b in todo.items()}
+        timings = time_interleaved(dict(steps), setup={n: s.zero_grad for n, s in steps.items()},
+                                   device=cfg.device, min_time_s=cfg.min_time_s, warmup=2)
+    except Exception as e:
+        if not is_out_of_memory(e):  # recorded in the rows; the rest of the cell stands
+            for spec in todo:
+                if spec != alone:
+                    out[spec]["train_status"] = "error"
+                    errors[spec].append(f"training step time: {_first_line(e)}")
+            return
+        steps = {}
+        for name, b in todo.items():  # one at a time, each with the latency's back-off
+
+            def one(bb: int, name=name):
+                s = make(name, bb)
+                try:
+                    return time_callable(s, device=cfg.device, min_time_s=cfg.min_time_s, warmup=2)
+                finally:
+                    s.zero_grad()
+            try:
+                timings[name], used[name] = with_oom_backoff(one, b)
+            except Exception as err:
+                if not is_out_of_memory(err):
+                    raise
+                if name != alone:
+                    out[name]["train_status"] = "oom"
+                    errors[name].append(f"training step time: out of memory ({_first_line(err)})")
+    finally:
+        for s in list(locals().get("steps", {}).values()):
+            s.zero_grad()
+            s.optimizer = None
+        for m in models.values():
+            m.eval()
+    bb_t = timings.get(alone)
+    for spec in cell.heads:
+        t = timings.get(spec)
+        if t is None:
+            continue
+        out[spec].update(train_step_ms_p50=t.median_ms, train_step_ms_iqr=t.iqr_ms, train_step_n=t.n,
+                         train_img_s=used[spec] * 1000.0 / t.median_ms, train_batch_size=used[spec])
+        out[spec].setdefault("train_status", "ok")
+        if bb_t is not None and used.get(alone) == used[spec]:
+            out[spec].update(train_step_backbone_ms_p50=bb_t.median_ms, train_step_backbone_ms_iqr=bb_t.iqr_ms)
 
 
 # ------------------------------------------------------------------------------------------- accuracy cells

@@ -13,7 +13,7 @@ import logging
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Sequence, Tuple, TypeVar, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import torch
 
@@ -80,7 +80,8 @@ def _check(warmup: int, min_iters: int, max_iters: int, min_time_s: float) -> No
 
 def time_interleaved(fns: Dict[str, Callable[[], object]], *, device: Union[str, torch.device] = "cpu",
                      warmup: int = 3, min_iters: int = 5, max_iters: int = 200, min_time_s: float = 1.0,
-                     clock: Clock = time.perf_counter, warmup_max_s: float = 2.0) -> Dict[str, Timing]:
+                     clock: Clock = time.perf_counter, warmup_max_s: float = 2.0,
+                     setup: Optional[Dict[str, Callable[[], object]]] = None) -> Dict[str, Timing]:
     """Time several callables in rounds, A B A B ..., so that machine drift (clocks, thermals, other load) falls
     on all of them alike. Each round calls every callable once, in the dict's order; each call is its own sample,
     with the device synchronised before each clock read.
@@ -89,14 +90,22 @@ def time_interleaved(fns: Dict[str, Callable[[], object]], *, device: Union[str,
     ``warmup_max_s`` of wall time (a call that slow is past its first-call costs, and more rounds would only add
     minutes: a 448-pixel TResNet-L batch of 32 takes half a minute on a 2-core CPU). Timed rounds go on until at least ``min_iters`` rounds have run and the
     timed rounds have taken ``min_time_s`` in all, or ``max_iters`` rounds have run. Every callable gets the same
-    ``n``. ``clock`` is a seconds counter (tests inject a fake one).
+    ``n``. ``clock`` is a seconds counter (tests inject a fake one). ``setup[name]``, when given, is called
+    before each call of ``fns[name]`` (warm-up included), outside the timer: e.g. a training step's
+    ``zero_grad``, which timm's benchmark also leaves out.
     """
     if not fns:
         raise ValueError("time_interleaved needs at least one callable")
     _check(warmup, min_iters, max_iters, min_time_s)
+    setup = dict(setup or {})
+    unknown = set(setup) - set(fns)
+    if unknown:
+        raise ValueError(f"setup for unknown callables {sorted(unknown)}; valid: {', '.join(fns)}")
+    none = lambda: None  # noqa: E731
     warm_start = time.perf_counter()  # a wall-clock budget, whatever clock the samples use
     for _ in range(warmup):
-        for fn in fns.values():
+        for name, fn in fns.items():
+            setup.get(name, none)()
             fn()
         if time.perf_counter() - warm_start >= warmup_max_s:
             break
@@ -106,6 +115,7 @@ def time_interleaved(fns: Dict[str, Callable[[], object]], *, device: Union[str,
     start = clock()
     while rounds < max_iters and (rounds < min_iters or clock() - start < min_time_s):
         for name, fn in fns.items():
+            setup.get(name, none)()
             sync(device)
             t0 = clock()
             fn()

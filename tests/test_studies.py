@@ -31,9 +31,13 @@ def test_compute_grid():
 
 def test_classes_grid():
     cfgs = get_study("classes").configs()
-    assert [c.num_classes for c in cfgs] == [80, 1000, 5000, 9605, 20000]
+    assert [c.num_classes for c in cfgs] == [80, 1000, 5000, 9605, 20000] * 2
     for c in cfgs:  # gap, the full decoder, ML-Decoder full decoding (K=N) and K=100 (the default label)
         assert c.heads == ["gap", "txdec", f"mldecoder(groups={c.num_classes})", "mldecoder"]
+    latency, memory = cfgs[:5], cfgs[5:]  # memory at scale: batch 32, the training step, no latency
+    assert all(c.batch_sizes == [1] and c.latency and not c.memory and not c.train_timing for c in latency)
+    assert all(c.batch_sizes == [32] and not c.latency and c.memory and c.train_timing for c in memory)
+    assert all(c.backbones == ["tresnet_m"] and c.img_size == 224 and c.cost_only for c in cfgs)
 
 
 def test_groups_grid():
