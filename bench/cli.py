@@ -215,6 +215,8 @@ def _study_command(name: str):
     @click.option("--backbone", "backbones", default=None, help="Comma-separated backbones replacing the study's.")
     @click.option("--img-size", type=int, default=None)
     @click.option("--cost-only", is_flag=True, default=None, help="Cost only: no training anywhere.")
+    @click.option("--no-timing", is_flag=True, default=None, help="Params and MACs only: no latency, memory or "
+                  "training-step measurement (cheap, and exact on a busy machine).")
     @click.option("--seeds", default=None, help="Comma-separated seeds.")
     @click.option("--epochs", type=int, default=None)
     @click.option("--protocol", type=click.Choice(["finetune", "probe", "eval"]), default=None)

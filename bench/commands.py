@@ -454,7 +454,7 @@ def baseline_command(paths, out, metrics) -> None:
                + (", ".join(f"{m} (mean, {m}_std, {m}_rerun_std)" for m in acc) or "none"))
 
 
-def study_command(name, dataset, data_root, backbones, img_size, cost_only, seeds, epochs, protocol, batch_sizes,
+def study_command(name, dataset, data_root, backbones, img_size, cost_only, no_timing, seeds, epochs, protocol, batch_sizes,
                   device, pretrained, checkpoint, workers, results_dir, executor, ray_address,
                   threads=None) -> None:
     """Run every configuration of a study into ``<results-dir>/study-<name>.csv``; finished cells are skipped."""
@@ -467,6 +467,7 @@ def study_command(name, dataset, data_root, backbones, img_size, cost_only, seed
 
     study = get_study(name)
     overrides = dict(dataset=dataset, data_root=data_root, img_size=img_size, cost_only=cost_only or None,
+                     timing=False if no_timing else None,
                      epochs=epochs, protocol=protocol, device=device, pretrained=pretrained or None,
                      checkpoint=checkpoint, workers=workers, threads=threads,
                      backbones=split_specs(backbones) if backbones else None,
