@@ -1189,14 +1189,22 @@ def build_claims(ctx: "Context") -> List[Claim]:
 # ------------------------------------------------------------------------------------------------- the report
 
 def load_studies(results_dir: str) -> Dict[str, object]:
-    """name -> rows of ``<results_dir>/study-<name>.csv`` (None when the file is missing or empty)."""
+    """name -> rows of ``<results_dir>/study-<name>.csv`` (None when the file is missing or empty), each ok
+    measurement once (``results.unique_rows``: a file written by an older version may hold a row twice)."""
     from .results import read_results
     from .studies import get_study, list_studies
+
+    import pandas as pd
+
+    from .results import unique_rows
 
     out = {}
     for name in sorted(list_studies(), key=lambda n: (get_study(n).claim, n)):
         path = os.path.join(results_dir, f"study-{name}.csv")
-        out[name] = read_results([path]) if os.path.isfile(path) and os.path.getsize(path) > 0 else None
+        df = read_results([path]) if os.path.isfile(path) and os.path.getsize(path) > 0 else None
+        if df is not None:  # a measurement counts once, however often a file holds it; failures are kept
+            df = pd.concat([unique_rows(df), df[df["status"].astype(str) != "ok"]], ignore_index=True)
+        out[name] = df
     return out
 
 

@@ -499,3 +499,17 @@ def test_backbone_vs_head_tie_at_lower_cost_is_partly(fixture_dirs):
     assert res["verdicts"][4] == rp.PARTLY  # cheaper, as good (supported), not shown better (inconclusive)
     assert "smaller + ML-Decoder beats larger + GAP (scenes, 64 px): **inconclusive**" in text
     assert "smaller + ML-Decoder as good as larger + GAP (scenes, 64 px): **reproduced**" in text
+
+
+def test_a_study_file_that_holds_a_row_twice_counts_it_once(tmp_path):
+    """Files written before resuming was exact may repeat a finished row: the report counts each seed once."""
+    from bench.report import load_studies
+
+    rows = [dict(run_id="study-queries", backbone="test_resnet", head="gap", img_size=96, num_classes=48,
+                 dataset="scenes", protocol="finetune", epochs=5, seed=s, map=m, status="ok")
+            for s, m in ((0, 30.0), (1, 31.0), (1, 31.0))]
+    rows.append({**rows[0], "seed": 2, "status": "error", "map": None})
+    pd.DataFrame(rows).to_csv(tmp_path / "study-queries.csv", index=False)
+    df = load_studies(str(tmp_path))["queries"]
+    ok = df[df["status"] == "ok"]
+    assert sorted(ok["seed"]) == [0, 1] and (df["status"] == "error").sum() == 1
