@@ -85,7 +85,7 @@ def heads_cmd(in_features, num_classes, tokens, pattern, specs):
               "seconds [default: on with --cost-only; off in a training run, whose question is accuracy].")
 @click.option("--train-timing/--no-train-timing", "train_timing", default=None, help="Time the training step "
               "(train_step_ms_p50, train_img_s: forward, loss, backward and AdamW step, the backbone alone beside "
-              "it) [default: as --memory].")
+              "it) [default: on with --cost-only; off in a training run].")
 @click.option("--min-time", type=float, default=1.0, show_default=True,
               help="Seconds spent timing each measurement (at least 5 iterations after warm-up).")
 @click.option("--dataset", default="scenes", show_default=True, help="Dataset spec (see `bench datasets`).")

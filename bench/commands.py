@@ -112,7 +112,7 @@ def run_command(heads, backbones, img_size, num_classes, batch_sizes, device, dt
         batch_sizes=_ints(batch_sizes, "--batch-sizes"), device=device, dtype=dtype, channels_last=channels_last,
         compile=compile_, cost_only=cost_only, timing=not no_timing,
         memory=cost_only if memory is None else memory,  # a training run is about accuracy: opt in
-        train_timing=(cost_only if memory is None else memory) if train_timing is None else train_timing, min_time_s=min_time, dataset=dataset, data_root=data_root,
+        train_timing=cost_only if train_timing is None else train_timing, min_time_s=min_time, dataset=dataset, data_root=data_root,
         protocol=protocol, epochs=epochs if epochs is not None else defaults["epochs"],
         seeds=_ints(seeds, "--seeds"), lr=lr, train_batch_size=train_batch_size, workers=workers,
         pretrained=pretrained, checkpoint=checkpoint, results_dir=results_dir, cache_dir=cache_dir, threads=threads,
