@@ -55,14 +55,19 @@ def _default_key(backbone: nn.Module, ds: Dataset, dtype: torch.dtype) -> str:
 
 
 def _atomic_save(obj, path: str) -> None:
-    """torch.save to a temporary file in the same folder, then rename over ``path`` (atomic on POSIX)."""
+    """torch.save to a temporary file in the same folder, then rename over ``path`` (atomic on POSIX). A stop
+    signal that arrives meanwhile waits until the file is complete (``bench.interrupt.deferred``): raised inside
+    torch.save it would come out as a RuntimeError of its writer, and the run would record a failed cell."""
+    from .interrupt import deferred
+
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
+        with deferred():
+            with os.fdopen(fd, "wb") as f:
+                torch.save(obj, f)
+            os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -134,3 +134,24 @@ def test_a_missing_or_unreadable_checkpoint_is_one_line_in_every_mode(tmp_path, 
     assert code == 2 and "bad.pth' is not a PyTorch checkpoint" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists() or not os.listdir(tmp_path / "runs")
+
+
+def test_a_stop_signal_waits_until_a_checkpoint_is_written(tmp_path):
+    """SIGTERM during torch.save (the per-epoch checkpoint) is held until the file is complete, then raised as
+    Interrupted, not turned into torch's RuntimeError (which would record the cell as failed)."""
+    import torch
+
+    from bench.features import _atomic_save
+    from bench.interrupt import Interrupted, handle_signals
+
+    class Slow:  # pickled by torch.save: the signal arrives mid-write
+        def __reduce__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return (dict, ())
+
+    path = tmp_path / "ckpt.pt"
+    with handle_signals():
+        with pytest.raises(Interrupted) as stop:
+            _atomic_save({"w": torch.zeros(3), "slow": Slow()}, str(path))
+    assert stop.value.exit_code == 143
+    assert set(torch.load(path, weights_only=False)) == {"w", "slow"}  # the file is whole
