@@ -668,6 +668,8 @@ def claim_compute(ctx: Context) -> Claim:
         if not len(gap) or not len(mld):
             continue
         gp, ml = gap.iloc[0], mld.iloc[0]
+        gmp = g[g["kind"] == "gmp"]
+        gm = _f(gmp.iloc[0]["gmacs_total"]) if len(gmp) else "—"
         pv = {}
         for kind, ours in (("gap", gp), ("mldecoder", ml)):
             p = flops[(flops["backbone"].astype(str) == bb) & (_num(flops, "img_size") == size)
@@ -687,7 +689,7 @@ def claim_compute(ctx: Context) -> Claim:
         pf = (figure[(figure["backbone"].astype(str) == bb) & (_num(figure, "img_size") == size)]
               if len(figure) else figure)
         pmap = {head_options(h)[0]: _f(v, 1) for h, v in zip(pf["head"], _num(pf, "map"))} if len(pf) else {}
-        rows.append([_code(bb), int(size), _f(gp["gmacs_total"]), _f(ml["gmacs_total"]), "+" + _f(extra, 3),
+        rows.append([_code(bb), int(size), _f(gp["gmacs_total"]), gm, _f(ml["gmacs_total"]), "+" + _f(extra, 3),
                      f"{pv.get('gap', '—')} / {pv.get('mldecoder', '—')}",
                      f"{pmap.get('gap', '—')} / {pmap.get('mldecoder', '—')}",
                      _f(ml["params_head"] / 1e6, 2), _f(share, 1, "%"),
@@ -699,8 +701,11 @@ def claim_compute(ctx: Context) -> Claim:
     c.body.append("**Cost on exactly the paper's models** (random weights: cost does not depend on them), 80 "
                   "classes, batch 1; 'extra' is ML-Decoder's GMACs over GAP's. The paper's figure values are read "
                   "by eye from the official README figure "
-                  "'COCO mAP vs FLOPs' (its FLOPs are MACs; its TResNet-L is `tresnet_v2_l`).\n\n"
-                  + md_table(["backbone", "px", "GAP GMACs", "ML-Decoder GMACs", "extra", "paper GMACs GAP / MLD",
+                  "'COCO mAP vs FLOPs' (its FLOPs are MACs; its TResNet-L is `tresnet_v2_l`). GMP (global max "
+                  "pooling + linear, the pooling baseline of the `pooling` study) costs what GAP costs: the pooling "
+                  "is a max instead of a mean, uncounted as MACs either way.\n\n"
+                  + md_table(["backbone", "px", "GAP GMACs", "GMP GMACs", "ML-Decoder GMACs", "extra",
+                              "paper GMACs GAP / MLD",
                               "paper COCO mAP GAP / MLD", "head params (M)", "head share of GMACs",
                               "latency b1 GAP / MLD (ms)", "head share of time", f"img/s b{tb} GAP / MLD"], rows))
     if checks:
