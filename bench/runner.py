@@ -523,8 +523,10 @@ def pending_cells(cfg: RunConfig, cells: Sequence[Cell]) -> List[Cell]:
         missing = [h for h, k in zip(c.heads, cell_keys(cfg, c)) if row_key(k) not in done]
         if not missing:
             continue
-        if c.kind == "accuracy" and len(missing) < len(c.heads):
-            # a probe cell whose other heads finished: a head's result does not depend on the heads beside it
+        if len(missing) < len(c.heads) and (c.kind == "accuracy" or not cfg.timing):
+            # a probe cell whose other heads finished, or a cost cell that only counts (params, MACs): a head's
+            # result does not depend on the heads beside it. A timed cost cell runs whole: its heads are timed
+            # interleaved, in the same conditions.
             c = dataclasses.replace(c, heads=missing)
         out.append(c)
     return out

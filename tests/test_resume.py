@@ -155,3 +155,20 @@ def test_a_stop_signal_waits_until_a_checkpoint_is_written(tmp_path):
             _atomic_save({"w": torch.zeros(3), "slow": Slow()}, str(path))
     assert stop.value.exit_code == 143
     assert set(torch.load(path, weights_only=False)) == {"w", "slow"}  # the file is whole
+
+
+def test_a_counting_cost_cell_runs_only_its_missing_heads(tmp_path):
+    """A cost cell that only counts (params, MACs) gains a head (a study's grid grew): only that head is counted;
+    a timed cost cell runs whole, its heads timed together."""
+    from bench import runner
+
+    cfg = runner.RunConfig(backbones=["test_resnet"], heads=["gap", "gmp"], img_size=32, cost_only=True,
+                           timing=False, num_classes=8, results_dir=str(tmp_path), run_id="grow", threads=1)
+    runner.run(runner.RunConfig(**{**cfg.__dict__, "heads": ["gap"]}))
+    (cell,) = runner.pending_cells(cfg, runner.plan_cells(cfg))
+    assert cell.kind == "cost" and cell.heads == ["gmp"]
+    timed = runner.RunConfig(**{**cfg.__dict__, "timing": True, "batch_sizes": [1]})
+    assert [c.heads for c in runner.pending_cells(timed, runner.plan_cells(timed))] == [["gap", "gmp"]]
+    runner.run(cfg)
+    assert sorted(pd.read_csv(cfg.results_path)["head"]) == ["gap", "gmp"]  # each once
+    assert runner.pending_cells(cfg, runner.plan_cells(cfg)) == []
