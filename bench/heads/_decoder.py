@@ -13,8 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._dropout import dropout
-
 
 class Attention(nn.Module):
     """Multi-head attention, batch first. ``q`` (Bq, K, D) with Bq in {1, B}; ``kv`` (B, L, D) gives the keys
@@ -71,13 +69,13 @@ class DecoderLayer(nn.Module):
         # t: (Bq, K, D) with Bq in {1, B}; mem: (B, L, D)
         p = self.dropout if self.training else 0.0
         s = self.self_attn(t, t) if self.self_attn is not None else t
-        t = self.norm1(t + dropout(s, p, self.training))  # (Bq, K, D)
+        t = self.norm1(t + F.dropout(s, p, self.training))  # (Bq, K, D)
         # The residual adds and the FFN's ReLU write into tensors that were just made and that no backward
         # needs (a matmul's output), so no new (B, K, D) / (B, K, ffn) buffer is allocated and faulted in.
-        a = dropout(self.cross_attn(t, mem), p, self.training)  # (B, K, D)
+        a = F.dropout(self.cross_attn(t, mem), p, self.training)  # (B, K, D)
         t = self.norm2(a.add_(t))  # (B, K, D): t broadcasts over the batch when Bq == 1
         f = F.relu(self.linear1(t), inplace=True)  # (B, K, ffn)
-        f = dropout(self.linear2(dropout(f, p, self.training)), p, self.training)  # (B, K, D)
+        f = F.dropout(self.linear2(F.dropout(f, p, self.training)), p, self.training)  # (B, K, D)
         return self.norm3(f.add_(t))
 
     def macs(self, Bq: int, B: int, K: int, L: int) -> int:
