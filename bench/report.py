@@ -1256,7 +1256,10 @@ def _environment(studies: Dict[str, object]) -> str:
     env = [f"- {labels[f]}: {', '.join(seen[f])}" for f in fields if seen[f]]
     total = sum(training_time(df)[0] for df in studies.values())
     return ("Taken from the rows' environment columns. Training time: the sum of the rows' `train_s` (seconds "
-            f"spent training; cost rows train nothing), {total:.0f} s ({total / 60:.1f} min) in all.\n\n"
+            f"spent training; cost rows train nothing), {total:.0f} s ({total / 60:.1f} min) in all. Rows of one study "
+            "may come from runs on different machines and at different loads, so these are records, not a "
+            "benchmark: how long the whole set takes on a machine is what `python scripts/studies_time.py` "
+            "estimates there (and measures with `--run DIR`; reports/perf/studies_time.md).\n\n"
             + "\n".join(env) + "\n\n"
             + md_table(["study", "rows ok", "rows failed", "dates", "commit", "training s"], rows))
 
