@@ -1196,12 +1196,10 @@ def build_claims(ctx: "Context") -> List[Claim]:
 def load_studies(results_dir: str) -> Dict[str, object]:
     """name -> rows of ``<results_dir>/study-<name>.csv`` (None when the file is missing or empty), each ok
     measurement once (``results.unique_rows``: a file written by an older version may hold a row twice)."""
-    from .results import read_results
-    from .studies import get_study, list_studies
-
     import pandas as pd
 
-    from .results import unique_rows
+    from .results import read_results, unique_rows
+    from .studies import get_study, list_studies
 
     out = {}
     for name in sorted(list_studies(), key=lambda n: (get_study(n).claim, n)):
@@ -1256,8 +1254,8 @@ def _environment(studies: Dict[str, object]) -> str:
     env = [f"- {labels[f]}: {', '.join(seen[f])}" for f in fields if seen[f]]
     total = sum(training_time(df)[0] for df in studies.values())
     return ("Taken from the rows' environment columns. Training time: the sum of the rows' `train_s` (seconds "
-            f"spent training; cost rows train nothing), {total:.0f} s ({total / 60:.1f} min) in all. Rows of one study "
-            "may come from runs on different machines and at different loads, so these are records, not a "
+            f"spent training; cost rows train nothing), {total:.0f} s ({total / 60:.1f} min) in all. Rows of one "
+            "study may come from runs on different machines and at different loads, so these are records, not a "
             "benchmark: how long the whole set takes on a machine is what `python scripts/studies_time.py` "
             "estimates there (and measures with `--run DIR`; reports/perf/studies_time.md).\n\n"
             + "\n".join(env) + "\n\n"

@@ -287,8 +287,8 @@ class _Trainer:
                 self.module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=find_unused_parameters, **no_forward_sync)
         groups = param_groups(model, cfg.weight_decay, query_lr=cfg.lr * cfg.query_lr_scale)
-        # foreach: one kernel per update across the parameter list instead of a Python loop over tensors (torch
-        # picks it on CUDA by itself; on the CPU it is a few percent of a small head's step)
+        # foreach: one kernel per update across the parameter list instead of a Python loop over its tensors
+        # (torch picks it by itself on CUDA only)
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, foreach=True)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(  # max_lr per group: the queries' own
             self.optimizer, max_lr=[g.get("lr", cfg.lr) for g in groups], epochs=cfg.epochs, steps_per_epoch=steps, pct_start=cfg.pct_start,

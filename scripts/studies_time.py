@@ -6,12 +6,12 @@
                 skipped), each lane one `bench study NAME --threads 1` after another, and add each study's
                 measured wall time and the whole set's to the report
 
-Every study's training configurations are planned from scratch (an empty results folder: every cell pending) at one thread and estimated by
-bench.estimate (quick measurements of each cell's work: a training step, forward passes, data reads), the same
-figure `bench study NAME` prints before it starts (its cost-only configurations, paper-scale models timed at
-their batch sizes, are left out: the classes study's batch-32 ones alone are days on a CPU). The accuracy studies are then scheduled on two single-thread
-lanes, longest first (two `bench study NAME --threads 1` at a time, one per core of a 2-core machine), and the
-lanes' lengths printed. Run it on a quiet machine: the estimate is measured.
+Every study's training configurations are planned from scratch (an empty results folder: every cell pending) at
+one thread and estimated by bench.estimate (quick measurements of each cell's work: a training step, forward
+passes, data reads), the figure `bench study NAME` prints before it starts. Its cost-only configurations
+(paper-scale models timed at their batch sizes) are left out: the classes study's batch-32 ones alone are days on
+a CPU. The accuracy studies are then scheduled on two single-thread lanes, longest first (two `bench study NAME
+--threads 1` at a time, one per core of a 2-core machine). Run it on a quiet machine: the estimate is measured.
 """
 import argparse
 import datetime
@@ -71,11 +71,12 @@ def main(report="reports/perf/studies_time.md", run=None):
             print(f"{name}: {len(configs)} configurations, {trained} trained cells, ~{duration(s)}", flush=True)
             if trained:
                 accuracy[name] = s
-    lanes = [[] for _ in range(LANES)]
+    lanes, length = [[] for _ in range(LANES)], [0.0] * LANES
     for name in sorted(accuracy, key=accuracy.get, reverse=True):  # longest first onto the shorter lane
-        min(lanes, key=lambda lane: sum(accuracy[n] for n in lane)).append(name)
+        i = length.index(min(length))
+        lanes[i].append(name)
+        length[i] += accuracy[name]
     total = sum(accuracy.values())
-    makespan = max(sum(accuracy[n] for n in lane) for lane in lanes)
     lines = ["# The studies' time on this machine", "",
              "Command: `python scripts/studies_time.py` (each study planned from scratch at one thread and estimated "
              "by `bench.estimate`, the figure `bench study NAME` prints before it starts).", "",
@@ -86,15 +87,14 @@ def main(report="reports/perf/studies_time.md", run=None):
               f"| {n} | cost only | | | not estimated (paper-scale cost; `bench study {n}` prints its estimate) |"
               for n, k, c, t, s in rows]
     lines += ["", f"Accuracy studies one after another: ~{duration(total)}. On {LANES} single-thread lanes (two "
-              f"`bench study NAME --threads 1` at a time, longest first): ~{duration(makespan)}, lanes "
-              + "; ".join(", ".join(lane) + f" (~{duration(sum(accuracy[n] for n in lane))})" for lane in lanes)
-              + "."]
+              f"`bench study NAME --threads 1` at a time, longest first): ~{duration(max(length))}, lanes "
+              + "; ".join(", ".join(lane) + f" (~{duration(n)})" for lane, n in zip(lanes, length)) + "."]
     if run:
         t = time.perf_counter()
         measured = run_lanes(lanes, run)
-        lines += ["", f"Run into `{run}` (`--run`): the whole set in {duration(time.perf_counter() - t)} of wall time; "
-                  "per study " + ", ".join(f"{n} {duration(w)}" + ("" if rc == 0 else f" (exit {rc})")
-                                           for n, (w, rc) in measured.items()) + "."]
+        lines += ["", f"Run into `{run}` (`--run`): the whole set in {duration(time.perf_counter() - t)} of wall "
+                  "time; per study " + ", ".join(f"{n} {duration(w)}" + ("" if rc == 0 else f" (exit {rc})")
+                                                 for n, (w, rc) in measured.items()) + "."]
     os.makedirs(os.path.dirname(report), exist_ok=True)
     open(report, "w").write("\n".join(lines) + "\n")
     print("\n".join(lines))
