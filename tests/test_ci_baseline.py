@@ -51,7 +51,8 @@ def ci_result(tmp_path_factory):
     try:
         main(["run", *CI_ARGS, "--results-dir", str(path)])
     except SystemExit as e:
-        assert not e.code
+        stopped = " (stopped by SIGINT/SIGTERM from outside the test, e.g. a time limit)" if e.code in (130, 143) else ""
+        assert not e.code, f"bench run exited {e.code}{stopped}"
     return glob.glob(str(path / "*.csv"))[0]
 
 
