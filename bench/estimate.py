@@ -154,8 +154,13 @@ class Calibration:
     def _step(self, module, x, kw) -> float:
         import torch
 
+        from .alloc import keep_freed_memory
+        from .training import adamw
+
+        if torch.device(self.device).type == "cpu":
+            keep_freed_memory()  # as training does (bench.alloc)
         module.train()
-        opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-6)
+        opt = adamw([p for p in module.parameters() if p.requires_grad], self.device, lr=1e-6)
         ema = [p.detach().clone() for p in module.parameters()]
 
         def fn():

@@ -158,10 +158,13 @@ class Step:
             self.targets = make_targets(out.expand(batch_size, *out.shape[1:]), loss)
 
     def reset_optimizer(self) -> None:
-        """A new AdamW (no state yet) over the trainable parameters."""
+        """A new AdamW (no state yet) over the trainable parameters, the flavour training uses on this device."""
+        from .training import adamw
+
         params = [p for p in self.model.parameters() if p.requires_grad]
         c = self.opt_cfg
-        self.optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay, betas=c.betas)
+        device = params[0].device if params else "cpu"
+        self.optimizer = adamw(params, device, lr=c.lr, weight_decay=c.weight_decay, betas=c.betas)
 
     def zero_grad(self) -> None:
         if self.optimizer is not None:

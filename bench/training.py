@@ -33,6 +33,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() on the DataLoader in __init__
 
 from . import ddp
+from .alloc import keep_freed_memory
 from .features import AMP_DTYPES, _atomic_save, extract_features, feature_cache_key  # noqa: F401 (re-exported)
 from .losses import LOSSES, REDUCTIONS, compute_loss
 
@@ -171,6 +172,15 @@ def param_groups(model: nn.Module, weight_decay: float, query_lr: Optional[float
     return groups
 
 
+def adamw(params, device: torch.device, **kwargs) -> torch.optim.AdamW:
+    """The training's AdamW. On the CPU its fused kernel (one vectorised pass over each tensor: ~3x faster than
+    foreach on a head of 3M parameters, which spent a quarter of its probe step in AdamW); elsewhere foreach, one
+    kernel per update across the parameter list instead of a Python loop over its tensors (torch's own choice on
+    CUDA). The same update either way, up to floating-point rounding."""
+    flavour = {"fused": True} if torch.device(device).type == "cpu" else {"foreach": True}
+    return torch.optim.AdamW(params, **kwargs, **flavour)
+
+
 class ModelEMA:
     """Exponential moving average of a model's weights and floating-point buffers (BN statistics); integer
     buffers are copied. ``module`` is a frozen copy in eval mode."""
@@ -287,9 +297,7 @@ class _Trainer:
                 self.module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=find_unused_parameters, **no_forward_sync)
         groups = param_groups(model, cfg.weight_decay, query_lr=cfg.lr * cfg.query_lr_scale)
-        # foreach: one kernel per update across the parameter list instead of a Python loop over its tensors
-        # (torch picks it by itself on CUDA only)
-        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, foreach=True)
+        self.optimizer = adamw(groups, self.device, lr=cfg.lr, betas=cfg.betas)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(  # max_lr per group: the queries' own
             self.optimizer, max_lr=[g.get("lr", cfg.lr) for g in groups], epochs=cfg.epochs, steps_per_epoch=steps, pct_start=cfg.pct_start,
             div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor, cycle_momentum=cfg.cycle_momentum)
@@ -454,6 +462,8 @@ class _Trainer:
 def _prepare(model, ds, cfg, *, multilabel, num_classes, class_embeddings, columns, progress, checkpoint_dir,
              resume, workers, distributed=False, find_unused_parameters=False) -> "_Trainer":
     """Seed, build the trainer and, with ``resume``, load its checkpoint: everything before the first step."""
+    if cfg.resolved_device().type == "cpu":
+        keep_freed_memory()  # the step's buffers stay mapped for the next step (bench.alloc)
     seed_everything(cfg.seed)
     trainer = _Trainer(model, ds, cfg, multilabel=multilabel, num_classes=num_classes,
                        class_embeddings=class_embeddings, columns=columns, progress=progress,

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._dropout import attention, dropout
+
 
 class Attention(nn.Module):
     """Multi-head attention, batch first. ``q`` (Bq, K, D) with Bq in {1, B}; ``kv`` (B, L, D) gives the keys
@@ -30,7 +32,11 @@ class Attention(nn.Module):
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
 
-    def forward(self, q: torch.Tensor, kv: torch.Tensor, value: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, kv: torch.Tensor, value: Optional[torch.Tensor] = None,
+                batch: Optional[int] = None) -> torch.Tensor:
+        """(B, K, D), B the batch of ``kv``, or ``batch`` when the queries and ``kv`` have batch 1 (image-independent
+        self-attention in training: the projections and weights are the same for every image and are computed
+        once; only the dropout of the weights differs per image)."""
         D, h = self.embed, self.heads
         Bq, K, _ = q.shape
         B, L, _ = kv.shape
@@ -41,8 +47,15 @@ class Attention(nn.Module):
         else:
             k = F.linear(kv, w[D:2 * D], b[D:2 * D]).view(B, L, h, D // h).transpose(1, 2)  # (B, h, L, D/h)
             v = F.linear(value, w[2 * D:], b[2 * D:]).view(B, L, h, D // h).transpose(1, 2)  # (B, h, L, D/h)
-        q = q.view(Bq, K, h, D // h).transpose(1, 2).expand(B, h, K, D // h)  # (B, h, K, D/h)
-        o = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        q = q.view(Bq, K, h, D // h).transpose(1, 2)  # (Bq, h, K, D/h)
+        p = self.dropout if self.training else 0.0
+        if batch is not None and batch != B:
+            if Bq != 1 or B != 1:
+                raise ValueError(f"batch={batch} broadcasts queries and keys of batch 1, got {Bq} and {B}")
+            B = batch
+            o = attention(q, k, v, dropout_p=p, batch=B)  # (B, h, K, D/h)
+        else:
+            o = attention(q.expand(B, h, K, D // h), k, v, dropout_p=p)  # (B, h, K, D/h)
         o = o.transpose(1, 2).reshape(B, K, D)  # (B, K, D)
         return self.out_proj(o)
 
@@ -68,15 +81,21 @@ class DecoderLayer(nn.Module):
     def forward(self, t: torch.Tensor, mem: torch.Tensor) -> torch.Tensor:
         # t: (Bq, K, D) with Bq in {1, B}; mem: (B, L, D)
         p = self.dropout if self.training else 0.0
-        s = self.self_attn(t, t) if self.self_attn is not None else t
-        t = self.norm1(t + F.dropout(s, p, self.training))  # (Bq, K, D)
-        # The residual adds and the FFN's ReLU write into tensors that were just made and that no backward
-        # needs (a matmul's output), so no new (B, K, D) / (B, K, ffn) buffer is allocated and faulted in.
-        a = F.dropout(self.cross_attn(t, mem), p, self.training)  # (B, K, D)
-        t = self.norm2(a.add_(t))  # (B, K, D): t broadcasts over the batch when Bq == 1
-        f = F.relu(self.linear1(t), inplace=True)  # (B, K, ffn)
-        f = F.dropout(self.linear2(F.dropout(f, p, self.training)), p, self.training)  # (B, K, D)
-        return self.norm3(f.add_(t))
+        B = mem.shape[0]
+        # With dropout the first block's output differs per image (its noise does, as in the reference): image-
+        # independent queries are broadcast to the batch there, after the work that is the same for every image.
+        if self.self_attn is not None:
+            s = self.self_attn(t, t, batch=B if p > 0 else None)  # (B or Bq, K, D)
+        else:
+            s = t.expand(B, -1, -1) if p > 0 else t
+        t = self.norm1(t + dropout(s, p, self.training))  # (B, K, D) with dropout, else (Bq, K, D)
+        # Out of place: an in-place ReLU or residual add on a linear layer's output (a view of its 2-D product)
+        # makes autograd copy the whole tensor back through CopySlices in the backward (~10% of a CPU step).
+        a = dropout(self.cross_attn(t, mem), p, self.training)  # (B, K, D)
+        t = self.norm2(a + t)  # (B, K, D): t broadcasts over the batch when Bq == 1
+        f = F.relu(self.linear1(t))  # (B, K, ffn)
+        f = dropout(self.linear2(dropout(f, p, self.training)), p, self.training)  # (B, K, D)
+        return self.norm3(f + t)
 
     def macs(self, Bq: int, B: int, K: int, L: int) -> int:
         D, Fw = self.linear1.in_features, self.linear1.out_features
@@ -98,8 +117,6 @@ class Decoder(nn.Module):
     def forward(self, queries: torch.Tensor, mem: torch.Tensor) -> torch.Tensor:
         # queries: (1, K, D) shared by the batch, or (B, K, D); mem: (B, L, D) -> (B, K, D)
         t = queries
-        if self.training and self.layers[0].dropout > 0 and t.shape[0] == 1:
-            t = t.expand(mem.shape[0], -1, -1)  # dropout noise differs per image, as in the reference
         for layer in self.layers:
             t = layer(t, mem)
         return t

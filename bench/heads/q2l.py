@@ -30,6 +30,7 @@ from torch import nn
 
 from ._base import Head, batch_of_one, register_head, to_tokens
 from ._decoder import Attention
+from ._dropout import dropout
 
 TEMPERATURE = 10000.0  # of the sine positional code
 
@@ -82,9 +83,9 @@ class EncoderLayer(nn.Module):
         # x: (B, L, D); pos: (1, L, D)
         p = self.dropout if self.training else 0.0
         qk = x + pos  # (B, L, D)
-        x = self.norm1(x + F.dropout(self.self_attn(qk, qk, value=x), p, self.training))  # (B, L, D)
-        f = self.linear2(F.dropout(F.relu(self.linear1(x)), p, self.training))  # (B, L, D)
-        return self.norm2(x + F.dropout(f, p, self.training))
+        x = self.norm1(x + dropout(self.self_attn(qk, qk, value=x), p, self.training))  # (B, L, D)
+        f = self.linear2(dropout(F.relu(self.linear1(x)), p, self.training))  # (B, L, D)
+        return self.norm2(x + dropout(f, p, self.training))
 
     def macs(self, B: int, L: int) -> int:
         D, Fw = self.linear1.in_features, self.linear1.out_features
@@ -117,13 +118,13 @@ class DecoderLayer(nn.Module):
         if self.self_attn is not None:
             v = torch.zeros_like(query_pos) if t is None else t
             qk = query_pos if t is None else t + query_pos
-            s = F.dropout(self.self_attn(qk, qk, value=v), p, train)  # (Bq, K, D)
+            s = dropout(self.self_attn(qk, qk, value=v), p, train)  # (Bq, K, D)
             t = self.norm1(s if t is None else t + s)
         q = query_pos if t is None else t + query_pos  # (Bq, K, D)
-        a = F.dropout(self.multihead_attn(q, mem_key, value=mem), p, train)  # (B, K, D)
+        a = dropout(self.multihead_attn(q, mem_key, value=mem), p, train)  # (B, K, D)
         t = self.norm2(a if t is None else t + a)  # (B, K, D): t broadcasts over the batch when Bq == 1
-        f = self.linear2(F.dropout(F.relu(self.linear1(t)), p, train))  # (B, K, D)
-        return self.norm3(t + F.dropout(f, p, train))
+        f = self.linear2(dropout(F.relu(self.linear1(t)), p, train))  # (B, K, D)
+        return self.norm3(t + dropout(f, p, train))
 
     def macs(self, Bq: int, B: int, K: int, L: int) -> int:
         D, Fw = self.linear1.in_features, self.linear1.out_features
