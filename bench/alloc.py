@@ -4,7 +4,7 @@ A training step frees and re-allocates the same activation buffers every step. g
 blocks with fresh ``mmap`` pages (above its mmap threshold) and gives the top of its heap back to the system
 (above its trim threshold), so each step's buffers are faulted in again page by page: on the small models
 trained on a CPU here that costs ~15% of a step (a test_resnet + GAP step at batch 64, and the CPU-scale
-decoder heads' probe steps, measured back to back with ``python scripts/alloc_cost.py``). ``keep_freed_memory``
+decoder heads' probe steps, measured in alternating fresh processes by ``python scripts/step_cost.py``). ``keep_freed_memory``
 raises both thresholds, once per process: the memory a step used stays mapped for the next one, which it
 reuses. The results are the same (torch's CPU allocator aligns every block to 64 bytes either way); the
 process's resident memory stays at its peak instead of shrinking between steps. Only with glibc on Linux;

@@ -5,7 +5,7 @@ it must: a 1-point mAP drop and a head with zeroed attention are flagged, a reru
 
 To regenerate the baseline after an intended change (say why in the commit): run the CI configuration at 1 and
 at 2 threads and make the baseline from both, so that it holds the floating-point spread between them:
-    ARGS=$(python -c "from tests.test_ci_baseline import CI_ARGS; import shlex; print(shlex.join(CI_ARGS))")
+    ARGS=$(cd tests && python -c "from test_ci_baseline import CI_ARGS; import shlex; print(shlex.join(CI_ARGS))")
     eval bench run $ARGS --threads 1 --results-dir /tmp/ci1 && eval bench run $ARGS --threads 2 --results-dir /tmp/ci2
     bench baseline /tmp/ci1/*.csv /tmp/ci2/*.csv --out results/baselines/ci.csv --metrics map,map_ema
 """
