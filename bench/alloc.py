@@ -2,9 +2,10 @@
 
 A training step frees and re-allocates the same activation buffers every step. glibc's malloc serves large
 blocks with fresh ``mmap`` pages (above its mmap threshold) and gives the top of its heap back to the system
-(above its trim threshold), so each step's buffers are faulted in again page by page: on the small models
-trained on a CPU here that costs ~15% of a step (a test_resnet + GAP step at batch 64, and the CPU-scale
-decoder heads' probe steps, measured in alternating fresh processes by ``python scripts/step_cost.py``). ``keep_freed_memory``
+(above its trim threshold), so each step's buffers are faulted in again page by page. ``python
+scripts/step_cost.py`` (fresh processes with and without this, alternating; reports/perf/step_cost.md) measured
+the default run's fine-tuning step (test_resnet + GAP, batch 64 at 64 px) 11% faster with it, and a decoder head's
+probe step no faster (1.08x, within that measurement's noise). ``keep_freed_memory``
 raises both thresholds, once per process: the memory a step used stays mapped for the next one, which it
 reuses. The results are the same (torch's CPU allocator aligns every block to 64 bytes either way); the
 process's resident memory stays at its peak instead of shrinking between steps. Only with glibc on Linux;

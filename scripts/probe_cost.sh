@@ -3,7 +3,7 @@
 # trains on its cached features in the same pass over them, so five heads cost little more than one.
 # Runs `bench run --protocol probe` with 1 head and with 5 heads (each with a fresh feature cache, so both pay
 # for the backbone pass), and writes wall and CPU times and their ratio to reports/perf/probe_cost.md.
-#   usage: scripts/probe_cost.sh [WORK_DIR]      (about 1-2 minutes on a quiet 2-core CPU)
+#   usage: scripts/probe_cost.sh [WORK_DIR]      (about 5 minutes on a quiet 2-core CPU; PROBE_COST_REPEAT=1: 2)
 # The target (issue 13): 5 heads <= 1.5x the time of 1 head. Run it on a quiet machine: timings on shared
 # cores are inflated, and the ratio with them.
 set -euo pipefail
@@ -15,34 +15,42 @@ mkdir -p "$OUT" reports/perf
 common=(--backbone resnet18 --dataset scenes --img-size 96 --protocol probe --epochs 3 --seeds 0 --no-timing
         --no-plot --workers 0 --results-dir "$OUT/runs")
 FIVE="gap,csra,attnpool,txdec(embed=128, ffn=512, heads=4),mldecoder(embed=128, ffn=512, heads=4)"
+REPEAT=${PROBE_COST_REPEAT:-3}  # pairs of runs, alternating: the ratio of each pair, and their median
 load_before=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
-# %e wall seconds, %U user CPU seconds, %S system CPU seconds of the whole command (start-up included)
-/usr/bin/time -f "%e %U %S" -o "$OUT/time1" python -m bench run --heads gap "${common[@]}" \
-  --cache-dir "$OUT/cache1" > "$OUT/run1.log"
-/usr/bin/time -f "%e %U %S" -o "$OUT/time5" python -m bench run --heads "$FIVE" "${common[@]}" \
-  --cache-dir "$OUT/cache5" > "$OUT/run5.log"
+for i in $(seq 1 "$REPEAT"); do
+  # %e wall seconds, %U user CPU seconds, %S system CPU seconds of the whole command (start-up included)
+  /usr/bin/time -f "%e %U %S" -o "$OUT/time1.$i" python -m bench run --heads gap "${common[@]}" \
+    --cache-dir "$OUT/cache1.$i" > "$OUT/run1.$i.log"
+  /usr/bin/time -f "%e %U %S" -o "$OUT/time5.$i" python -m bench run --heads "$FIVE" "${common[@]}" \
+    --cache-dir "$OUT/cache5.$i" > "$OUT/run5.$i.log"
+done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
-python - "$OUT" "$REPORT" "$load_before" "$load_after" "$FIVE" "${common[*]}" <<'PY'
-import datetime, os, platform, sys
+python - "$OUT" "$REPORT" "$load_before" "$load_after" "$FIVE" "${common[*]}" "$REPEAT" <<'PY'
+import datetime, os, platform, statistics, sys
 
 import torch
 
-out, report, before, after, five, common = sys.argv[1:]
+out, report, before, after, five, common, repeat = sys.argv[1:]
 def times(name):
     wall, user, sys_ = map(float, open(os.path.join(out, name)).read().split()[-3:])
     return wall, user + sys_
-(w1, c1), (w5, c5) = times("time1"), times("time5")
+pairs = [(times(f"time1.{i}"), times(f"time5.{i}")) for i in range(1, int(repeat) + 1)]
+w1, c1 = statistics.median(p[0][0] for p in pairs), statistics.median(p[0][1] for p in pairs)
+w5, c5 = statistics.median(p[1][0] for p in pairs), statistics.median(p[1][1] for p in pairs)
+ratios = [p[1][0] / p[0][0] for p in pairs]
 lines = [
     "# Probe protocol: 5 heads against 1 (issue 13)", "",
-    "Command: `scripts/probe_cost.sh` (two `python -m bench run` processes, start-up included).", "",
+    f"Command: `scripts/probe_cost.sh` ({repeat} alternating pairs of `python -m bench run` processes, start-up "
+    "included; medians).", "",
     f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, torch "
     f"{torch.__version__} with {torch.get_num_threads()} threads, Python {platform.python_version()}; "
     f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. Load average before {before}, after "
     f"{after} (a load above the thread count means shared cores: the times are inflated).", "",
     f"Common options: `{common}`", "", f"Five heads: `{five}`", "",
-    "| heads | wall s | CPU s (user+sys) |", "|---|---:|---:|",
+    "| heads | wall s (median) | CPU s (user+sys, median) |", "|---|---:|---:|",
     f"| 1 (gap) | {w1:.1f} | {c1:.1f} |", f"| 5 | {w5:.1f} | {c5:.1f} |",
     f"| ratio 5 / 1 | {w5 / w1:.2f} | {c5 / c1:.2f} |", "",
+    "Wall ratio of each pair: " + ", ".join(f"{r:.2f}" for r in ratios) + f" (median {statistics.median(ratios):.2f}).", "",
     "Target: ratio <= 1.5 (5.00 if nothing were shared). The heads of a (backbone, seed) train together on one "
     "pass over the cached features per epoch (`bench.training.train_probes`).",
 ]

@@ -3,7 +3,8 @@
 
 DATASET_DEFAULTS = {
     "scenes": dict(img_size=64, epochs=5, workers=0),  # generated in-process faster than workers start; 64 px: the
-    # default run in about 3 min on 2 CPU cores, heads still apart (the studies keep 96 px, their PROXY)
+    # default run in 3-5 min on 2 CPU cores, heads still apart (at 3 epochs they are not: measured; the studies keep
+    # 96 px, their PROXY)
     "fashion-mnist": dict(img_size=56, epochs=3),
     "fashion-mosaic": dict(img_size=112, epochs=3),
     "coco2014": dict(img_size=448, epochs=40),
