@@ -58,8 +58,10 @@ def _comparable(path):
 
 @pytest.mark.slow
 def test_ray_rows_equal_local_rows(ray_cluster, tmp_path):
+    # memory=False: the peak-memory figures take a fresh process each (bench.memory, tested in test_memory) and
+    # would be most of this test's time; params, MACs, latency and the training step's time go through Ray here
     kw = dict(heads=["gap", "mldecoder(groups=20)"], backbones=["resnet10t", "resnet14t"], img_size=64,
-              cost_only=True, batch_sizes=[1], min_time_s=0.01, results_dir=str(tmp_path), threads=1)
+              cost_only=True, batch_sizes=[1], min_time_s=0.01, results_dir=str(tmp_path), threads=1, memory=False)
     local = RunConfig(run_id="local", **kw)
     ray_cfg = RunConfig(run_id="ray", **kw)
     run(local, executor=LocalExecutor())
