@@ -1,10 +1,22 @@
 import os
 
 import pytest
-import torch
 
-# Small, repeatable CPU work: tests never depend on how many cores the machine has.
-torch.set_num_threads(min(2, torch.get_num_threads()))
+try:
+    import torch
+except ImportError as e:  # the suite run by an interpreter without the project: one clear line, not a traceback
+    torch = None
+    MISSING = (f"the tests need the project and its test extras installed in this interpreter ({e.name} is missing "
+               f"from it): pip install -e \".[dev,words,ray]\" && python -m pytest (the README's test command)")
+else:
+    MISSING = None
+    # Small, repeatable CPU work: tests never depend on how many cores the machine has.
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def pytest_configure(config):
+    if MISSING:
+        pytest.exit(MISSING, returncode=4)
 
 
 @pytest.fixture(autouse=True)
