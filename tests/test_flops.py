@@ -187,7 +187,10 @@ def test_multihead_attention_fast_path_is_counted():
 
 HEAD_SPECS = list_heads() + ["mldecoder(groups=7)", "mldecoder(self_attn=True)", "mldecoder(queries='word')",
                              "txdec(layers=2)", "csra(heads=4)", "attnpool(mlp_ratio=0.0)", "q2l(self_attn=True)",
-                             "q2l(first_self_attn=True, self_attn=True)", "q2l(embed=32, input_proj=True, ffn=128)"]
+                             "q2l(first_self_attn=True, self_attn=True)", "q2l(embed=32, input_proj=True, ffn=128)",
+                             "gap(bn=True)", "simpool(gamma=2.0, heads=4)", "lseplus(r_learnable=False)",
+                             "prr(heads=1)", "ep(queries=1)", "ep(queries=64)", "vjepa(bn=False)",
+                             "vjepa(depth=2, mlp_ratio=1.0)"]
 C, N, WORD_DIM = 64, 20, 300
 
 

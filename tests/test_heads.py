@@ -22,7 +22,10 @@ WORD_DIM = 300  # mldecoder's default word_dim
 # Every registered head with its defaults, plus the variants that take other code paths.
 VARIANTS = ["mldecoder(groups=7)", "mldecoder(self_attn=True)", 'mldecoder(queries="learnable")',
             'mldecoder(queries="word")', "txdec(layers=2)", "csra(heads=4, lam=0.5)", "attnpool(mlp_ratio=0.0)",
-            "q2l(self_attn=True)", "q2l(embed=16, ffn=64, input_proj=True)", "q2l(dec_layers=1, enc_layers=0)"]
+            "q2l(self_attn=True)", "q2l(embed=16, ffn=64, input_proj=True)", "q2l(dec_layers=1, enc_layers=0)",
+            "gap(bn=True)", "simpool(gamma=2.0, heads=4)", "simpool(bn=False)", "lseplus(r_learnable=False)",
+            "prr(bn=False, heads=1)", "ep(queries=1)", "ep(bn=False, queries=32)", "vjepa(bn=False)",
+            "vjepa(depth=2, mlp_ratio=1.0)"]
 SPECS = list_heads() + VARIANTS
 
 
@@ -41,7 +44,7 @@ def _features(layout: str, batch: int) -> torch.Tensor:
 
 def test_every_registered_head_is_in_the_contract():
     assert set(list_heads()) >= {"gap", "gmp", "avgmax", "catavgmax", "csra", "attnpool", "txdec", "mldecoder",
-                                 "q2l"}
+                                 "q2l", "simpool", "lseplus", "prr", "ep", "vjepa"}
     assert set(list_heads()) <= set(SPECS)
 
 
@@ -65,9 +68,11 @@ def test_gradients_reach_every_trainable_parameter(spec, layout):
     torch.manual_seed(0)
     n = 10
     head = create_head(spec, C, n).train()
-    x = _features(layout, 2).requires_grad_(True)
+    # batch 3: a BatchNorm (the probing heads' readout) over a batch of 2 maps every channel to about +-1 and passes
+    # almost no gradient back
+    x = _features(layout, 3).requires_grad_(True)
     out = head(x, **_head_kwargs(head, n))
-    assert out.shape == (2, n) and torch.isfinite(out).all()
+    assert out.shape == (3, n) and torch.isfinite(out).all()
     (out * torch.randn_like(out)).sum().backward()  # random weights: no cancellation through the norms
     trainable = [(name, p) for name, p in head.named_parameters() if p.requires_grad]
     assert trainable
@@ -168,8 +173,13 @@ def test_forward_leaves_inputs_and_parameters_unchanged(spec, train):
     assert torch.equal(x, x0)
     for k in kwargs:
         assert torch.equal(kwargs[k], kw0[k])
+    # A BatchNorm's running statistics are its own state, updated by a training forward by design.
+    running = {f"{name}.{buf}" for name, m in head.named_modules()
+               if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+               for buf in ("running_mean", "running_var", "num_batches_tracked")} if train else set()
     for k, v in head.state_dict().items():
-        assert torch.equal(v, before[k]), f"{spec}: forward changed {k}"
+        if k not in running:
+            assert torch.equal(v, before[k]), f"{spec}: forward changed {k}"
 
 
 def test_head_rejects_bad_input_rank():
@@ -232,6 +242,21 @@ def test_unknown_option_names_the_valid_ones():
     ("q2l(dec_layers=0)", ["dec_layers"]),
     ("q2l(self_attn=1)", ["True", "False"]),
     ("q2l(dropout=1.0)", ["dropout"]),
+    ("gap(bn=1)", ["bn", "True", "False"]),
+    ("simpool(heads=5)", ["divisible"]),
+    ("simpool(gamma=0)", ["gamma", "> 0"]),
+    ("simpool(bn=None)", ["bn", "True", "False"]),
+    ("lseplus(r=0.0)", ["r", "> 0"]),
+    ("lseplus(r_learnable=1)", ["r_learnable", "True", "False"]),
+    ("prr(heads=3)", ["divisible"]),
+    ('prr(pool="max")', ["'avg'", "'token'"]),
+    ("ep(queries=3)", ["divisible"]),
+    ("ep(queries=0)", ["divisible"]),
+    ("vjepa(heads=3)", ["divisible"]),
+    ("vjepa(depth=0)", ["depth"]),
+    ("vjepa(mlp_ratio=0.0)", ["mlp_ratio"]),
+    ("vjepa(mlp_ratio=1e999)", ["mlp_ratio"]),
+    ("vjepa(bn=1)", ["bn", "True", "False"]),
 ])
 def test_bad_option_value_raises_value_error(spec, valid):
     with pytest.raises(ValueError) as e:

@@ -13,6 +13,7 @@ from ._base import HEADS, Head, register_head
 
 # Importing the modules registers the heads (explicit list: no directory scanning).
 from . import gap, gmp, avgmax, catavgmax, txdec, mldecoder, csra, attnpool, q2l  # noqa: E402,F401
+from . import simpool, lseplus, prr, ep, vjepa  # noqa: E402,F401  (frozen-feature probing)
 
 
 def list_heads(pattern: str = "*") -> List[str]:
