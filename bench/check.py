@@ -211,7 +211,10 @@ def compare(results: pd.DataFrame, baseline: pd.DataFrame, tolerances: Optional[
 
     ``tolerances`` overrides ``DEFAULT_TOLERANCES`` per metric (as ``parse_tolerances`` returns), and also opts in
     timing metrics; ``metrics`` restricts the comparison to those metrics (opt-in ones included). Unknown metric
-    names raise ValueError. Returns one row per (baseline row, metric): the baseline's identifier columns, then
+    names raise ValueError, as does a baseline that gives nothing to compare (no rows, or no value in any compared
+    metric): a check that compared nothing must not pass.
+
+    Returns one row per (baseline row, metric): the baseline's identifier columns, then
     ``metric, baseline, result, delta`` (result - baseline), ``tolerance`` (effective, in the metric's units),
     ``tolerance_text``, ``status`` (one of ``STATUSES``), ``result_run_id`` and ``note``.
     """
@@ -298,7 +301,21 @@ def compare(results: pd.DataFrame, baseline: pd.DataFrame, tolerances: Optional[
                 delta = value - base
                 row.update(result=value, delta=delta, status=_classify(rule, delta, tol, base))
             rows.append(row)
+    if not rows:  # a check that compared nothing must not pass as "no regression"
+        raise ValueError(_nothing_compared(baseline, metric_names))
     return pd.DataFrame(rows, columns=keys + RESULT_COLUMNS)
+
+
+def _nothing_compared(baseline: pd.DataFrame, metric_names: List[str]) -> str:
+    """Why ``compare`` found nothing to compare: no baseline rows, or none with a value in a compared metric
+    (naming the columns it looked for and the ones the baseline fills: a wrong file shows at once)."""
+    if not len(baseline):
+        return "nothing to compare: the baseline has no rows"
+    filled = [str(c) for c in baseline.columns if baseline[c].map(_norm).ne("").any()]
+    text = f"nothing to compare: no baseline row has a value in a metric column compared ({', '.join(metric_names)})"
+    if not any(c in filled for c in KEY_COLUMNS):
+        text += f" nor in an identifying column ({', '.join(KEY_COLUMNS)})"
+    return text + f"; the baseline's columns with values: {', '.join(filled) or 'none'}"
 
 
 def make_baseline(results: pd.DataFrame, metrics: Optional[List[str]] = None) -> pd.DataFrame:

@@ -57,6 +57,31 @@ def heads_cmd(in_features, num_classes, tokens, pattern, specs):
 
 # ----------------------------------------------------------------------------------------------------- run
 
+class _HelpFromDefaults(click.Option):
+    """An option whose help text is made when shown (``help_text()``), so that it names the real defaults: those of
+    ``DATASET_DEFAULTS``, whose package imports torch, which `bench --help` or `bench report` need not load."""
+
+    def __init__(self, *args, help_text, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._help_text = help_text
+
+    def get_help_record(self, ctx):
+        self.help = self._help_text()
+        return super().get_help_record(ctx)
+
+
+def _per_dataset(key: str) -> str:
+    """``DATASET_DEFAULTS``' values of ``key``, each with the datasets that share it: '64 for scenes, ...,
+    448 for coco2014/voc2007'."""
+    from .datasets.defaults import DATASET_DEFAULTS
+
+    names = {}
+    for name, defaults in DATASET_DEFAULTS.items():
+        if key in defaults:
+            names.setdefault(defaults[key], []).append(name)
+    return ", ".join(f"{value} for {'/'.join(ds)}" for value, ds in names.items())
+
+
 @cli.command("run")
 @click.option("--heads", default=None,
               help="Comma-separated head specs, e.g. 'gap,mldecoder(groups=20)'; quote them in the shell "
@@ -65,8 +90,8 @@ def heads_cmd(in_features, num_classes, tokens, pattern, specs):
 @click.option("--backbone", "backbones", default=None,
               help="Comma-separated timm backbones, e.g. tresnet_l,resnet50 [default: resnet50; training on a "
                    "CPU: test_resnet, timm's tiny ResNet].")
-@click.option("--img-size", type=int, default=None, help="Input resolution [default: 224 with --cost-only, "
-              "else per dataset: 96 for scenes, 56 for fashion-mnist, 448 for coco2014/voc2007].")
+@click.option("--img-size", type=int, default=None, cls=_HelpFromDefaults, help_text=lambda: (
+              f"Input resolution [default: 224 with --cost-only, else per dataset: {_per_dataset('img_size')}]."))
 @click.option("--num-classes", type=int, default=80, show_default=True,
               help="Classes for cost-only runs (80, as COCO); training runs take the dataset's.")
 @click.option("--batch-sizes", default="1,32", show_default=True, help="Batch sizes to time.")
@@ -93,7 +118,8 @@ def heads_cmd(in_features, num_classes, tokens, pattern, specs):
 @click.option("--protocol", type=click.Choice(["finetune", "probe", "eval"]), default="finetune", show_default=True,
               help="finetune: end to end; probe: frozen backbone, cached features shared by all heads; "
                    "eval: evaluate --checkpoint, no training.")
-@click.option("--epochs", type=int, default=None, help="Training epochs [default: per dataset].")
+@click.option("--epochs", type=int, default=None, cls=_HelpFromDefaults,
+              help_text=lambda: f"Training epochs [default: per dataset: {_per_dataset('epochs')}].")
 @click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds (mean and spread).")
 @click.option("--lr", type=float, default=None, help="Learning rate [default: the recipe's].")
 @click.option("--train-batch-size", type=int, default=64, show_default=True)

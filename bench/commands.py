@@ -14,7 +14,7 @@ from .datasets.defaults import DATASET_DEFAULTS  # noqa: E402,F401  (re-exported
 
 
 def validate(cfg) -> None:
-    """Fail before any work on names that cannot run: heads, backbones, dataset."""
+    """Fail before any work on names that cannot run: heads, backbones, dataset, a --cache-dir that is a file."""
     import timm
 
     from .heads import create_head
@@ -35,6 +35,14 @@ def validate(cfg) -> None:
         load_checkpoint_file(cfg.checkpoint)
     if cfg.protocol == "eval" and not cfg.checkpoint and not cfg.cost_only and not cfg.pretrained:
         raise ValueError("--protocol eval evaluates a trained model: give --checkpoint PATH (or --pretrained)")
+    if cfg.cache_dir:  # else every probe cell would fail on it, one by one, after the run has started
+        given = os.path.abspath(cfg.cache_dir)
+        here = given
+        while not os.path.exists(here) and os.path.dirname(here) != here:
+            here = os.path.dirname(here)  # the part of the path that exists: it must be a folder
+        if not os.path.isdir(here):
+            where = "is a file" if here == given else f"is under {here!r}, a file"
+            raise ValueError(f"--cache-dir {cfg.cache_dir!r} {where}, not a folder")
 
 
 def _run_ids(results_dir: str) -> list:

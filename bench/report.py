@@ -1080,7 +1080,9 @@ def accuracy_table(study, df) -> str:
     keys = ["backbone", "dataset", "img_size", "epochs", "head"]
     for k, g in acc.groupby(keys, sort=False):
         r = [_code(k[0]), _code(k[1]), _f(k[2], 0), _f(k[3], 0), _code(k[4])]
-        r += [str(stat(g[m])) for m in metrics] + [stat(g[metrics[0]]).n if metrics else len(g)]
+        stats = [stat(g[m]) for m in metrics]
+        # n of the first metric the setting has: a table of map and top1 rows counts top-1 seeds on top-1 rows
+        r += [str(s) for s in stats] + [next((s.n for s in stats if s.n), 0) if metrics else len(g)]
         r += [_f(_num(g, f"{m}_chance").mean(), 1) for m in chance]
         if shift:
             r.append(_f(_num(g, "query_shift").mean(), 3))

@@ -175,6 +175,10 @@ class ResultsWriter:
             with open(path, newline="") as f:
                 self.columns = next(csv.reader(f))
             self._keys = _ok_keys(path)
+            with open(path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) not in b"\r\n":  # a row cut mid-line (crash, power loss): new rows start a line
+                    self._file.write("\r\n")
         else:
             self.columns = list(COLUMNS)
             self._keys = set()
@@ -239,12 +243,42 @@ def result_files(paths: Optional[Iterable[str]] = None, results_dir: str = DEFAU
     return out
 
 
+def _whole_rows(path: str):
+    """``path`` itself when each of its rows has as many fields as its header; else its text without the rows that
+    do not (a row cut mid-line by a crash or power loss, alone or with a later row appended onto it), each dropped
+    with a warning line on stderr naming the file and line: pandas would read a short row as a row of empty values
+    without a word."""
+    import io
+    import sys
+
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        kept, cut, line = [header], [], reader.line_num + 1
+        for fields in reader:
+            if fields and len(fields) != len(header):
+                cut.append((line, len(fields)))
+            elif fields:
+                kept.append(fields)
+            line = reader.line_num + 1
+    if not cut:
+        return path
+    for line, n in cut:
+        print(f"warning: {path}: line {line} has {n} fields where the header has {len(header)} (cut mid-line, as "
+              "by a crash or power loss): dropped", file=sys.stderr)
+    text = io.StringIO()
+    csv.writer(text).writerows(kept)
+    text.seek(0)
+    return text
+
+
 def read_results(paths: Optional[Iterable[str]] = None, results_dir: str = DEFAULT_RESULTS_DIR):
-    """All rows of the given result files as one pandas DataFrame with the schema's columns."""
+    """All rows of the given result files as one pandas DataFrame with the schema's columns. A row with more or
+    fewer fields than its file's header (cut mid-line) is dropped with a warning on stderr (``_whole_rows``)."""
     import pandas as pd
 
     files = result_files(paths, results_dir)
-    frames = [pd.read_csv(f, dtype={"run_id": str, "head": str, "backbone": str}, keep_default_na=True)
+    frames = [pd.read_csv(_whole_rows(f), dtype={"run_id": str, "head": str, "backbone": str}, keep_default_na=True)
               for f in files if os.path.getsize(f) > 0]
     if not frames:
         return pd.DataFrame(columns=COLUMNS)

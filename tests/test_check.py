@@ -200,8 +200,40 @@ def test_format_table_note_and_empty():
     df = compare(frame(), frame(row()), metrics=["map"])
     text = format_table(df)
     assert "note" in text.splitlines()[1] and "no matching results row" in text
-    assert format_table(compare(frame(row()), frame())).startswith("no comparisons")
-    assert summarize(compare(frame(row()), frame())) == "0 compared"
+    empty = pd.DataFrame(columns=list(IDS) + ["metric", "status", "note"])
+    assert format_table(empty).startswith("no comparisons")
+    assert summarize(empty) == "0 compared"
+
+
+@pytest.mark.parametrize("baseline, reason", [
+    (pd.DataFrame({"a": [1], "b": [2]}), "no baseline row has a value in a metric column compared (map, "),
+    (pd.DataFrame(columns=["backbone", "head", "map"]), "the baseline has no rows"),
+])
+def test_a_baseline_that_compares_nothing_is_an_error(baseline, reason):
+    # A check that compared nothing must not pass: it says why (the columns it looked for) instead.
+    with pytest.raises(ValueError, match="nothing to compare") as e:
+        compare(frame(row()), baseline)
+    assert reason in str(e.value)
+    if len(baseline):
+        assert "nor in an identifying column (backbone, head, " in str(e.value)
+        assert "the baseline's columns with values: a, b" in str(e.value)
+    with pytest.raises(ValueError, match=r"metric column compared \(latency_ms_p50\)"):
+        compare(frame(row()), frame(row(latency_ms_p50="")), metrics=["latency_ms_p50"])
+
+
+def test_cli_check_against_a_baseline_without_known_columns_fails(tmp_path, capsys):
+    from bench.cli import main
+
+    base_path, run_path = tmp_path / "baseline.csv", tmp_path / "run.csv"
+    base_path.write_text("a,b\n1,2\n")
+    with ResultsWriter(str(run_path)) as w:
+        w.write(row())
+    with pytest.raises(SystemExit) as e:
+        main(["check", "--baseline", str(base_path), "--results", str(run_path)])
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and "OK" not in out
+    assert err.startswith("error: nothing to compare") and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
 
 
 def test_through_result_files(tmp_path):

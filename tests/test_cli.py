@@ -115,6 +115,57 @@ def test_unwritable_results_dir(tmp_path, capsys):
     assert code == 2 and "cannot write results" in err
 
 
+def test_run_help_names_the_real_per_dataset_defaults(capsys):
+    import re
+
+    from bench.datasets.defaults import DATASET_DEFAULTS as D
+
+    code, out, _ = run_cli(["run", "--help"], capsys)
+    text = re.sub(r"-\s+", "-", " ".join(out.split()))  # unwrapped (click breaks lines at spaces and hyphens)
+    assert code == 0
+    assert (f"Input resolution [default: 224 with --cost-only, else per dataset: {D['scenes']['img_size']} for "
+            f"scenes, {D['fashion-mnist']['img_size']} for fashion-mnist, ") in text
+    assert f"Training epochs [default: per dataset: {D['scenes']['epochs']} for scenes, " in text
+    assert all(name in text for name in D)
+
+
+def test_results_file_cut_mid_line_warns_and_shows_the_rest(tmp_path, capsys):
+    from bench.results import ResultsWriter
+
+    path = tmp_path / "run.csv"
+    rows = [dict(run_id="run", backbone="test_resnet", head=h, img_size=32, batch_size=1, gmacs_head=0.5,
+                 status="ok", timestamp="2025-01-01T10:00:00") for h in ("gap", "csra", "mldecoder")]
+    with ResultsWriter(str(path)) as w:
+        for r in rows:
+            w.write(r)
+    code, out, err = run_cli(["results", str(path)], capsys)
+    assert code == 0 and err == "" and "mldecoder" in out  # a complete file: no warning
+    text = path.read_text()
+    path.write_text(text[:text.index("mldecoder") + 4])  # power loss while writing line 4 (the header is line 1)
+    code, out, err = run_cli(["results", str(path)], capsys)
+    assert code == 0 and "gap" in out and "csra" in out and "mldecoder" not in out and "mlde" not in out
+    assert err.strip() == (f"warning: {path}: line 4 has 3 fields where the header has {len(COLUMNS)} (cut mid-line, "
+                           "as by a crash or power loss): dropped")
+    # a resumed run appends after the cut line, never onto it: its row is read, the cut one still dropped
+    with ResultsWriter(str(path)) as w:
+        w.write(dict(rows[2], head="txdec"))
+    code, out, err = run_cli(["results", str(path)], capsys)
+    assert code == 0 and "txdec" in out and "line 4 has 3 fields" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("under", ["", "features"])
+def test_cache_dir_that_is_a_file_is_refused_before_any_cell(tmp_path, capsys, under):
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a folder")
+    cache = blocker / under if under else blocker
+    code, out, err = run_cli(["run", "--protocol", "probe", "--cache-dir", str(cache), "--heads", "gap",
+                              "--backbone", "test_resnet", "--img-size", "32", "--epochs", "1", "--seeds", "0",
+                              "--results-dir", str(tmp_path / "runs"), "--no-plot"], capsys)
+    said = "is a file, not a folder" if not under else f"is under {str(blocker)!r}, a file, not a folder"
+    assert code == 2 and err.strip() == f"error: --cache-dir {str(cache)!r} {said}"
+    assert not (tmp_path / "runs").exists()  # refused before any cell ran or any row was written
+
+
 def test_plot_cost_only(tmp_path, capsys):
     run_cli(["run", "--heads", "gap,csra", *TINY, "--no-timing", "--cost-only", "--results-dir",
              str(tmp_path / "runs"), "--no-plot"], capsys)

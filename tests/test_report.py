@@ -497,6 +497,18 @@ def test_drop_in_without_a_transformer_or_with_failed_rows_is_partly(fixture_dir
     assert "1 row(s) failed (first error: RuntimeError: shapes)" in text
 
 
+def test_accuracy_table_n_counts_the_metric_each_row_has(fixture_dirs):
+    # drop-in shows map and top1 columns: its Fashion-MNIST rows have top1 only, 5 seeds each, as the scenes rows
+    from bench.studies import get_study
+
+    table = rp.accuracy_table(get_study("drop-in"), rp.load_studies("runs")["drop-in"])
+    lines = [l for l in table.splitlines() if l.startswith("| `")]
+    header = [c.strip() for c in table.splitlines()[2].strip("|").split("|")]
+    n = header.index("n")
+    counts = [l.strip("|").split("|")[n].strip() for l in lines]
+    assert len(lines) == 8 and any("fashion-mnist" in l for l in lines) and counts == ["5"] * 8, lines
+
+
 def test_backbone_vs_head_tie_at_lower_cost_is_partly(fixture_dirs):
     rows = backbone_vs_head_rows()
     for r in rows:
