@@ -54,4 +54,4 @@ def dataset_num_classes(spec: str, root: Optional[str] = None) -> int:
 
 
 # Importing the modules registers the datasets (explicit list: no directory scanning).
-from . import scenes, fashion, coco, voc, nuswide, openimages, imagefolder  # noqa: E402,F401
+from . import scenes, fashion, coco, voc, nuswide, openimages, imagefolder, emoji  # noqa: E402,F401
