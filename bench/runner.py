@@ -15,7 +15,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
-from .results import DEFAULT_RESULTS_DIR, ResultsWriter, environment, new_run_id, read_results, row_key
+from .results import (DEFAULT_RESULTS_DIR, ResultsWriter, environment, new_run_id, read_results, row_key,
+                      weights_label)
 from .spec import canonical
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -151,7 +152,7 @@ def plan_cells(cfg: RunConfig) -> List[Cell]:
 
 def _row_ids(cfg: RunConfig, backbone: str, head: str, **extra) -> Dict[str, object]:
     row = dict(run_id=cfg.run_id, backbone=backbone, head=head, img_size=cfg.img_size, device=cfg.device,
-               dtype=cfg.dtype, channels_last=cfg.channels_last, compile=cfg.compile)
+               dtype=cfg.dtype, channels_last=cfg.channels_last, compile=cfg.compile, weights=weights_label(cfg))
     row.update(extra)
     return row
 

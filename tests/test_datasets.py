@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from bench.datasets import HeadDataset, create_dataset, list_datasets
 from bench.datasets.fashion import CLASS_NAMES as FASHION_NAMES, DEFAULT_ROOT as FASHION_ROOT
 
-ALL = ["coco2014", "fashion-mnist", "fashion-mosaic", "imagefolder", "nuswide-zsl", "openimages", "scenes",
+ALL = ["coco2014", "emoji", "fashion-mnist", "fashion-mosaic", "imagefolder", "nuswide-zsl", "openimages", "scenes",
        "voc2007"]
 
 
@@ -67,7 +67,7 @@ def test_unknown_split_names_valid_ones():
         create_dataset("scenes", split="test")
 
 
-@pytest.mark.parametrize("name", [n for n in ALL if n not in ("scenes", "fashion-mnist", "fashion-mosaic")])
+@pytest.mark.parametrize("name", [n for n in ALL if n not in ("scenes", "fashion-mnist", "fashion-mosaic", "emoji")])
 def test_file_datasets_need_a_root(name, tmp_path):
     with pytest.raises(ValueError, match="--data-root"):
         create_dataset(name, root=None)

@@ -19,20 +19,28 @@ def list_datasets(pattern: str = "*") -> List[str]:
     return DATASETS.names(pattern)
 
 
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
+
 def create_dataset(spec: str, split: str = "train", root: Optional[str] = None, img_size: int = 224,
-                   train_augment: bool = False) -> HeadDataset:
+                   train_augment: bool = False, interpolation: str = "bilinear") -> HeadDataset:
     """Build a dataset from a spec string. Unknown names or options raise ValueError naming the valid ones;
-    a missing root or wrong layout raises ValueError saying what was expected."""
+    a missing root or wrong layout raises ValueError saying what was expected. ``interpolation`` is how images
+    are resized (a pretrained backbone's own: ``bench.pretrained.data_config``)."""
     import inspect
 
     parsed = parse_spec(spec)
     builder = DATASETS.get(parsed.name)
     params = inspect.signature(builder).parameters
-    valid = [p for p in params if p not in ("root", "split", "img_size", "train_augment")]
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation {interpolation!r}; valid: {', '.join(INTERPOLATIONS)}")
+    valid = [p for p in params if p not in ("root", "split", "img_size", "train_augment", "interpolation")]
     for key in parsed.kwargs:
         if key not in valid:
             raise ValueError(unknown_message(f"option of dataset {parsed.name!r}", key, valid))
-    ds = builder(root=root, split=split, img_size=img_size, train_augment=train_augment, **parsed.kwargs)
+    extra = {"interpolation": interpolation} if "interpolation" in params else {}  # a dataset that resizes
+    ds = builder(root=root, split=split, img_size=img_size, train_augment=train_augment, **extra, **parsed.kwargs)
+    ds.interpolation = interpolation  # at construction for a builder that resizes there, else read per image
     ds.spec = format_spec(parsed.name, parsed.kwargs)
     return ds
 

@@ -24,6 +24,8 @@ class HeadDataset(Dataset):
         spec: the canonical spec string (the ``dataset`` column of results).
         class_embeddings: (N, D) float32 word vectors shipped with the data (NUS-WIDE's), or None: then word
             queries come from ``bench.words.embed_class_names(class_names)``.
+        interpolation: how images are resized ("bilinear", "bicubic"): a pretrained backbone's own, set by
+            ``create_dataset``; datasets that draw at the target size do not resize.
     """
 
     class_names: List[str]
@@ -32,6 +34,7 @@ class HeadDataset(Dataset):
     unseen: Sequence[int] = ()
     spec: str = ""
     class_embeddings: Optional[np.ndarray] = None
+    interpolation: str = "bilinear"
 
     def __init__(self):
         self.skipped: List[tuple] = []

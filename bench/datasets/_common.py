@@ -61,15 +61,19 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
-def load_image(path: str, img_size: int) -> torch.Tensor:
-    """Decode an image file as RGB, resize to a square ``img_size`` (aspect not kept), -> (3, S, S) in [0, 1].
+PIL_INTERPOLATION = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+
+
+def load_image(path: str, img_size: int, interpolation: str = "bilinear") -> torch.Tensor:
+    """Decode an image file as RGB, resize to a square ``img_size`` (aspect not kept) with ``interpolation``,
+    -> (3, S, S) in [0, 1].
 
     Raises one of DECODE_ERRORS on a corrupt or missing file.
     """
     with Image.open(path) as img:
         # JPEG: let libjpeg decode at a reduced scale (still >= img_size) before resizing: much faster on big photos.
         img.draft("RGB", (img_size, img_size))
-        img = img.convert("RGB").resize((img_size, img_size), Image.BILINEAR)
+        img = img.convert("RGB").resize((img_size, img_size), PIL_INTERPOLATION[interpolation])
     return pil_to_tensor(img)
 
 
@@ -157,7 +161,7 @@ class ImageFileDataset(HeadDataset):
             if i in self._bad:
                 continue
             try:
-                img = load_image(self.paths[i], self.img_size)
+                img = load_image(self.paths[i], self.img_size, self.interpolation)
             except DECODE_ERRORS as err:
                 self._bad.add(i)
                 self._record_skip(self.paths[i], err)

@@ -6,7 +6,8 @@ installs them in /usr/share/datasets/fashion-mnist, the default root)::
     train-images-idx3-ubyte[.gz]  train-labels-idx1-ubyte[.gz]  (60,000 images, the ``train`` split)
     t10k-images-idx3-ubyte[.gz]   t10k-labels-idx1-ubyte[.gz]   (10,000 images, the ``val`` split)
 
-Images are 28x28 grey, repeated to 3 channels and resized (bilinear) to ``img_size``.
+Images are 28x28 grey, repeated to 3 channels and resized (bilinear, or the dataset's ``interpolation``) to
+``img_size``.
 
 ``fashion-mnist`` options: ``train_size``, ``val_size``: use only the first n images of the split (None: all).
 
@@ -100,12 +101,12 @@ def _resolve_root(root: Optional[str]) -> str:
     return root
 
 
-def _to_image(pixels: np.ndarray, img_size: int) -> torch.Tensor:
-    """(H, W) uint8 grey -> (3, img_size, img_size) float in [0, 1]."""
+def _to_image(pixels: np.ndarray, img_size: int, interpolation: str = "bilinear") -> torch.Tensor:
+    """(H, W) uint8 grey -> (3, img_size, img_size) float in [0, 1], resized with ``interpolation``."""
     x = torch.from_numpy(np.ascontiguousarray(pixels)).float().div_(255.0)[None, None]  # (1, 1, H, W)
     if x.shape[-1] != img_size or x.shape[-2] != img_size:
-        x = F.interpolate(x, size=(img_size, img_size), mode="bilinear", align_corners=False,
-                          antialias=img_size < pixels.shape[-1])
+        x = F.interpolate(x, size=(img_size, img_size), mode=interpolation, align_corners=False,
+                          antialias=img_size < pixels.shape[-1]).clamp_(0.0, 1.0)  # bicubic overshoots
     return x[0].expand(3, img_size, img_size).contiguous()  # (3, S, S)
 
 
@@ -141,7 +142,7 @@ class FashionMNIST(HeadDataset):
         return len(self.targets)
 
     def __getitem__(self, index: int):
-        x = _to_image(self.images[index], self.img_size)
+        x = _to_image(self.images[index], self.img_size, self.interpolation)
         if self.train_augment:
             x = augment(x)
         return x, torch.tensor(int(self.targets[index]))
@@ -212,7 +213,7 @@ class FashionMosaic(HeadDataset):
                 r, c = divmod(k, g)
                 canvas[r * side:(r + 1) * side, c * side:(c + 1) * side] = self.images[src]
                 y[self.labels[src]] = 1.0
-        x = _to_image(canvas, self.img_size)
+        x = _to_image(canvas, self.img_size, self.interpolation)
         if self.train_augment:
             x = augment(x)
         return x, torch.from_numpy(y)
