@@ -137,6 +137,22 @@ class Calibration:
             self._times[key] = _seconds(fn, self.device)
         return self._times[key]
 
+    def extract_forward(self, backbone: str, batch: int) -> float:
+        """Seconds of the backbone's eval forward at ``batch`` as feature extraction runs it (channels-last on a
+        CPU, bench.features)."""
+        key = ("extract", backbone, batch)
+        if key not in self._times:
+            import torch
+
+            fmt = torch.channels_last if torch.device(self.device).type == "cpu" else torch.contiguous_format
+            bb = self.backbone(backbone).to(memory_format=fmt)
+            x = torch.rand(batch, 3, self.cfg.img_size, self.cfg.img_size, device=self.device).contiguous(
+                memory_format=fmt)
+            with torch.no_grad():
+                self._times[key] = _seconds(lambda: bb(x), self.device)
+            bb.to(memory_format=torch.contiguous_format)
+        return self._times[key]
+
     def head_forward(self, backbone: str, head: str, batch: int) -> float:
         """Seconds of the head alone (eval) on a batch of the backbone's features."""
         key = ("hfwd", backbone, head, batch)
@@ -314,9 +330,12 @@ def _accuracy_cell_s(cfg, cell, cal: Calibration, read: set, counted: set) -> fl
 
     steps = _steps(cfg, n_train)
     if probe:  # the backbone once over both splits, then every head on the features
-        s += reads("train", n_train, tr_first, tr_again, 1) + reads("val", n_val, val_first, val_again, 1)
-        s += math.ceil(n_train / B) * cal.forward(cell.backbone, None, B)
-        s += math.ceil(n_val / B) * cal.forward(cell.backbone, None, B)
+        # features are cached per weights: pretrained (or checkpoint) weights are every seed's, extracted once
+        shared = bool(cfg.pretrained or cfg.checkpoint)
+        if not shared or ("features", cell.backbone) not in read:
+            read.add(("features", cell.backbone))
+            s += reads("train", n_train, tr_first, tr_again, 1) + reads("val", n_val, val_first, val_again, 1)
+            s += (math.ceil(n_train / B) + math.ceil(n_val / B)) * cal.extract_forward(cell.backbone, B)
         for h in cell.heads:
             s += steps * cal.head_step(cell.backbone, h, B)
             s += 2 * math.ceil(n_val / B) * cal.head_forward(cell.backbone, h, B)

@@ -41,6 +41,9 @@ ACCURACY_COLUMNS = [
     # The evaluation split's chance level (a constant predictor, ``bench.evaluation.chance_metrics``) and how far
     # training moved the head's queries (||q - q0|| / ||q0||; 0 for fixed queries, empty without queries).
     "map_chance", "zsl_map_chance", "top1_chance", "query_shift",
+    # The training split's loss in the last epoch (mean per batch): how well a recipe fits, read without the
+    # evaluation split.
+    "train_loss",
 ]
 # ``source`` says where a row comes from when it was not measured by this suite (the paper's tables).
 ENV_COLUMNS = [
