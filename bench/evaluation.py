@@ -277,7 +277,7 @@ def train_and_evaluate_probes(cfg, backbone_name: str, head_specs: Sequence[str]
     feats = {}
     for split, ds in (("train", train_ds), ("val", val_ds)):
         key = feature_cache_key(backbone, backbone_name=backbone_name, dataset_spec=ds.spec, split=split,
-                                img_size=cfg.img_size)
+                                img_size=cfg.img_size, data_fingerprint=ds.fingerprint)
         feats[split] = extract_features(backbone, ds, batch_size=batch, device=device, workers=cfg.workers,
                                         cache_dir=cache, cache_key=key, progress=False)
     say(f"probe {len(models)} heads on {backbone_name} features (seed {seed})")

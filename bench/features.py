@@ -33,10 +33,12 @@ def weights_hash(module: nn.Module) -> str:
 
 
 def feature_cache_key(backbone: nn.Module, *, backbone_name: str, dataset_spec: str, split: str, img_size: int,
-                      dtype: torch.dtype = torch.float32) -> str:
+                      dtype: torch.dtype = torch.float32, data_fingerprint: str = "") -> str:
     """The cache key of a (backbone, weights, dataset, split, resolution, dtype): a readable prefix and a hash."""
     fields = dict(backbone=backbone_name, weights=weights_hash(backbone), dataset=dataset_spec, split=split,
                   img_size=int(img_size), dtype=str(dtype))
+    if data_fingerprint:  # what the data depend on beyond their spec (HeadDataset.fingerprint)
+        fields["data"] = data_fingerprint
     if getattr(backbone, "data_config", None) is not None:  # a pretrained backbone standardises its input
         fields["preprocess"] = backbone.data_config.label
     digest = hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]

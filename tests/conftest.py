@@ -7,7 +7,7 @@ try:
 except ImportError as e:  # the suite run by an interpreter without the project: one clear line, not a traceback
     torch = None
     MISSING = (f"the tests need the project and its test extras installed in this interpreter ({e.name} is missing "
-               f"from it): pip install -e \".[dev,words,ray]\" && python -m pytest (the README's test command)")
+               f"from it): pip install -e \".[dev,words,ray,weights,stats]\" && python -m pytest (the README's test command)")
 else:
     MISSING = None
     # Small, repeatable CPU work: tests never depend on how many cores the machine has.

@@ -194,3 +194,28 @@ def test_a_killed_training_cell_resumes_from_its_checkpoint(tmp_path, capsys):
     redone = again[again["seed"].notna()].iloc[0]
     assert redone["map"] == pytest.approx(done["map"], abs=1e-6)
     assert redone["train_s"] == pytest.approx(done["train_s"], abs=0.05)  # no epoch was trained again
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], dict(backbones=["tf_efficientnet_lite0"], pretrained=True, protocol="probe", img_size=128)),
+    (["--no-pretrained"], dict(backbones=["tf_efficientnet_lite0"], pretrained=False, protocol="probe")),
+    (["--protocol", "finetune"], dict(pretrained=True, protocol="finetune", img_size=128)),
+    (["--backbone", "test_resnet"], dict(backbones=["test_resnet"], pretrained=False, protocol="finetune",
+                                         img_size=64)),
+    (["--backbone", "tf_efficientnet_lite1", "--pretrained"], dict(pretrained=True, protocol="finetune")),
+])
+def test_the_default_run_probes_a_pretrained_backbone(tmp_path, capsys, monkeypatch, argv, expected):
+    """On a CPU with no --backbone, `bench run` probes ImageNet-pretrained EfficientNet-Lite0 at 128 px; options
+    given keep their meaning (another backbone trains from scratch end to end unless told otherwise)."""
+    from bench import commands
+
+    seen = {}
+
+    def header(cfg, *args, **kwargs):  # stop before any work: the configuration is what is tested
+        seen["cfg"] = cfg
+        raise SystemExit(0)
+    monkeypatch.setattr(commands, "_print_header", header)
+    code, _, err = run_cli(["run", "--device", "cpu", "--results-dir", str(tmp_path), *argv], capsys)
+    assert code == 0, err
+    for key, value in expected.items():
+        assert getattr(seen["cfg"], key) == value, key

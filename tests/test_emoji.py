@@ -55,9 +55,10 @@ def test_classes_are_named_pictographs_of_the_font():
 
 def test_class_count_needs_no_font_and_no_rendering(monkeypatch):
     monkeypatch.setattr(E, "glyph", lambda *a: pytest.fail("rendered a glyph"))
-    assert dataset_num_classes("emoji(classes=100)", root="/nowhere/NotoColorEmoji.ttf") == 100
+    assert dataset_num_classes("emoji(classes=40)", root="/nowhere/NotoColorEmoji.ttf") == 40
+    assert dataset_num_classes("emoji", root="/nowhere/NotoColorEmoji.ttf") == 100  # the default
     if os.path.isfile(E.DEFAULT_FONT):
-        assert dataset_num_classes("emoji") == len(E.emoji_classes())
+        assert dataset_num_classes("emoji(classes=None)") == len(E.emoji_classes())
         assert small("classes=30").targets.shape == (24, 30)  # labels from the layouts alone
 
 
@@ -230,3 +231,20 @@ def test_bad_split_and_interpolation():
 def test_bad_class_options(options, message):
     with pytest.raises(ValueError, match=message):
         create_dataset(f"emoji({options})")
+
+
+@needs_font
+def test_the_fingerprint_keys_cached_features_on_the_font_and_unicode_version():
+    """The classes depend on the font file and Python's Unicode names, not only on the spec: cached features are
+    keyed on both, so another font or Unicode version never meets stale cached targets."""
+    import unicodedata
+
+    from bench.features import feature_cache_key
+    from bench.model import create_backbone
+
+    ds = create_dataset("emoji(classes=5, train_size=4, val_size=4)", "val", img_size=32)
+    assert unicodedata.unidata_version in ds.fingerprint and "font=" in ds.fingerprint
+    bb = create_backbone("test_resnet")
+    keys = {feature_cache_key(bb, backbone_name="test_resnet", dataset_spec=ds.spec, split="val", img_size=32,
+                              data_fingerprint=fp) for fp in (ds.fingerprint, ds.fingerprint + "x", "")}
+    assert len(keys) == 3

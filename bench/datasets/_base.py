@@ -35,6 +35,7 @@ class HeadDataset(Dataset):
     spec: str = ""
     class_embeddings: Optional[np.ndarray] = None
     interpolation: str = "bilinear"
+    fingerprint: str = ""  # what the data depend on beyond the spec (a font's version...): part of the feature key
 
     def __init__(self):
         self.skipped: List[tuple] = []
