@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from .alloc import keep_freed_memory
 from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() on the DataLoader in __init__
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -106,6 +107,8 @@ def extract_features(backbone: nn.Module, ds: Dataset, *, batch_size: int, devic
     # channels-last on a CPU, where oneDNN's convolutions run 1.2-2x faster in it (EfficientNet-Lite0 at 160 px,
     # batch 32: 52 -> 101 img/s); the same features up to floating-point rounding
     fmt = torch.channels_last if dev.type == "cpu" else torch.contiguous_format
+    if dev.type == "cpu":
+        keep_freed_memory()  # each batch's activations stay mapped for the next, as in training (bench.alloc)
     backbone.to(dev, memory_format=fmt).eval()
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=dev.type == "cuda")
