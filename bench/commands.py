@@ -449,6 +449,10 @@ def check_command(baseline, paths, results_dir, tols, metrics=None, allow_missin
     res = read_results(list(paths) or None, results_dir)
     table = compare(res, base, parse_tolerances(list(tols)) or None,
                     metrics=[m.strip() for m in metrics.split(",")] if metrics else None)
+    if allow_missing and len(table) and (table["status"] == "missing").all():  # a check that compared nothing
+        raise ValueError(f"nothing compared: none of the {len(table)} baseline comparisons has a matching results "
+                         "row (--allow-missing accepts some missing rows, not all); check --results and the "
+                         "baseline's identifiers")
     click.echo(format_table(table))
     click.echo("\n" + summarize(table))
     if has_regression(table, missing_ok=allow_missing):

@@ -255,3 +255,26 @@ def test_timestamps_in_mixed_formats_order_correctly():
                     row(run_id="unstamped", timestamp="", map=60.0))
     df = compare(results, frame(row()))
     assert set(df["result_run_id"]) == {"new"}
+
+
+def test_allow_missing_with_no_matching_row_compares_nothing_and_fails(tmp_path, capsys):
+    """--allow-missing accepts a baseline row without results; when no row matches at all the check compared
+    nothing and must not say OK."""
+    from bench.cli import main
+
+    base_path, run_path, other_path = tmp_path / "baseline.csv", tmp_path / "run.csv", tmp_path / "other.csv"
+    with ResultsWriter(str(base_path)) as w:
+        w.write(row())
+    with ResultsWriter(str(run_path)) as w:
+        w.write(row(backbone="another_backbone"))
+    with pytest.raises(SystemExit) as e:
+        main(["check", "--baseline", str(base_path), "--results", str(run_path), "--allow-missing"])
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and "OK" not in out and "nothing compared" in err
+    with ResultsWriter(str(other_path)) as w:  # one matching row: compared, the check passes
+        w.write(row())
+    with pytest.raises(SystemExit) as e:
+        main(["check", "--baseline", str(base_path), "--results", str(run_path), "--results", str(other_path),
+              "--allow-missing"])
+    out, _ = capsys.readouterr()
+    assert e.value.code == 0 and "OK" in out
