@@ -25,6 +25,10 @@ def validate(cfg) -> None:
     for bb in cfg.backbones:
         if not timm.is_model(bb):
             create_backbone(bb)  # raises ValueError with close matches
+    if cfg.pretrained:
+        from .pretrained import check_hub
+
+        check_hub(cfg.backbones)  # one line now, not a minute of retries in the first cell
     if not cfg.cost_only:
         from .datasets import DATASETS
         from .spec import parse_spec

@@ -155,6 +155,26 @@ def hub_unreachable_message(name: str, err: BaseException) -> str:
             f"backbones with offline ImageNet weights: {offline_status()}")
 
 
+HUB_HOST = ("huggingface.co", 443)
+
+
+def check_hub(names, timeout_s: float = 3.0) -> None:
+    """Before any work: when a backbone in ``names`` needs timm's hub for its pretrained weights, check that the hub
+    answers (one TCP connection, ``timeout_s``), so that an offline machine gets one line at once instead of the
+    hub client's minute of retries inside the first cell. ``HF_HUB_OFFLINE=1`` (weights already in the local hub
+    cache) skips the check."""
+    import socket
+
+    hub = [n for n in names if n not in OFFLINE_WEIGHTS]
+    if not hub or os.environ.get("HF_HUB_OFFLINE", "").strip() not in ("", "0"):
+        return
+    try:
+        socket.create_connection(HUB_HOST, timeout=timeout_s).close()
+    except OSError as e:
+        raise ValueError(hub_unreachable_message(hub[0], e) + " (weights already in the local hub cache: set "
+                         "HF_HUB_OFFLINE=1)") from None
+
+
 # ----------------------------------------------------------------------------------------------- data config
 
 @dataclass(frozen=True)

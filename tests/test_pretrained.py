@@ -175,3 +175,28 @@ def test_offline_weights_are_cached_and_a_damaged_cache_is_rebuilt(tmp_path, mon
     again = offline_state_dict(name)
     assert all(torch.equal(first[k], again[k]) for k in first)
     torch.load(files[0], weights_only=True)  # rewritten whole
+
+
+def test_an_unreachable_hub_is_refused_before_any_work(monkeypatch):
+    """`bench run --pretrained` with a backbone that needs the hub checks the hub once, up front: one line at once
+    instead of the hub client's minute of retries inside the first cell."""
+    import socket
+
+    from bench.pretrained import check_hub
+
+    calls = []
+
+    def refused(address, timeout=None):
+        calls.append(address)
+        raise OSError("[Errno -2] Name or service not known")
+    monkeypatch.setattr(socket, "create_connection", refused)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    check_hub(list(LITES))  # offline weights only: no connection tried
+    assert calls == []
+    with pytest.raises(ValueError) as err:
+        check_hub(["tf_efficientnet_lite0", "resnet18"])
+    assert "pretrained resnet18: timm's hub cannot be reached" in str(err.value) and "\n" not in str(err.value)
+    assert "HF_HUB_OFFLINE=1" in str(err.value) and len(calls) == 1
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the user says: weights are in the local hub cache
+    check_hub(["resnet18"])
+    assert len(calls) == 1
