@@ -162,11 +162,14 @@ def check_hub(names, timeout_s: float = 3.0) -> None:
     """Before any work: when a backbone in ``names`` needs timm's hub for its pretrained weights, check that the hub
     answers (one TCP connection, ``timeout_s``), so that an offline machine gets one line at once instead of the
     hub client's minute of retries inside the first cell. ``HF_HUB_OFFLINE=1`` (weights already in the local hub
-    cache) skips the check."""
+    cache) skips the check, and so does a proxy setting (the hub client goes through it; a direct connection would
+    not)."""
     import socket
 
     hub = [n for n in names if n not in OFFLINE_WEIGHTS]
     if not hub or os.environ.get("HF_HUB_OFFLINE", "").strip() not in ("", "0"):
+        return
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return
     try:
         socket.create_connection(HUB_HOST, timeout=timeout_s).close()

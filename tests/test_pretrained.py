@@ -191,12 +191,17 @@ def test_an_unreachable_hub_is_refused_before_any_work(monkeypatch):
         raise OSError("[Errno -2] Name or service not known")
     monkeypatch.setattr(socket, "create_connection", refused)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
     check_hub(list(LITES))  # offline weights only: no connection tried
     assert calls == []
     with pytest.raises(ValueError) as err:
         check_hub(["tf_efficientnet_lite0", "resnet18"])
     assert "pretrained resnet18: timm's hub cannot be reached" in str(err.value) and "\n" not in str(err.value)
     assert "HF_HUB_OFFLINE=1" in str(err.value) and len(calls) == 1
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")  # the hub client goes through a proxy
+    check_hub(["resnet18"])
+    monkeypatch.delenv("HTTPS_PROXY")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the user says: weights are in the local hub cache
     check_hub(["resnet18"])
     assert len(calls) == 1
