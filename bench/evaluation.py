@@ -157,8 +157,11 @@ def _train_config(cfg, train_ds, seed: int):
 
 
 def _row(cfg, backbone_name: str, head_spec: str, seed: int, cost: dict, logits: np.ndarray,
-         logits_ema: Optional[np.ndarray], targets: np.ndarray, train_ds, val_ds, train_s: float,
-         shift: Optional[float] = None, history: Sequence[dict] = ()) -> dict:
+         logits_ema: Optional[np.ndarray], targets: np.ndarray, train_ds, val_ds, outcome=None,
+         shift: Optional[float] = None) -> dict:
+    """One accuracy row; ``outcome`` is the training's ``TrainOutcome`` (None for ``eval``: no training)."""
+    train_s = outcome.train_s if outcome is not None else 0.0
+    history = outcome.history if outcome is not None else []
     if not np.isfinite(logits).all():
         raise ValueError(f"{head_spec} on {backbone_name}: non-finite logits on the evaluation split")
     row = dict(run_id=cfg.run_id, backbone=backbone_name, head=head_spec, img_size=cfg.img_size,
@@ -203,13 +206,13 @@ def train_and_evaluate(cfg, backbone_name: str, head_spec: str, seed: int,
     cost = model_cost_cached(model, cfg.img_size, {"class_embeddings": E} if E is not None else None)
     device, batch = cfg.device, cfg.train_batch_size
     model = model.to(memory_format=training_memory_format(device))
-    train_s, ema_model, history = 0.0, None, []
+    out, ema_model = None, None
     if finetune:
         tcfg = _train_config(cfg, train_ds, seed)
         say(f"finetune {backbone_name} + {head_spec} (seed {seed})")
         out = train_finetune(model, train_ds, tcfg, class_embeddings=E, columns=_seen(val_ds), progress=False,
                              checkpoint_dir=checkpoint_dir_for(cfg, backbone_name, head_spec, seed), resume=True)
-        trained, ema_model, train_s, history = out.model, out.ema_model, out.train_s, out.history
+        trained, ema_model = out.model, out.ema_model
     else:
         trained = model
     say(f"evaluate {backbone_name} + {head_spec} (seed {seed})")
@@ -218,8 +221,7 @@ def train_and_evaluate(cfg, backbone_name: str, head_spec: str, seed: int,
     logits_ema = (predict(ema_model, val_ds, batch_size=batch, device=device, class_embeddings=E,
                           workers=cfg.workers) if ema_model is not None else None)
     shift = query_shift(queries_at_start, trained.head)
-    return _row(cfg, backbone_name, head_spec, seed, cost, logits, logits_ema, targets, train_ds, val_ds, train_s,
-                shift, history)
+    return _row(cfg, backbone_name, head_spec, seed, cost, logits, logits_ema, targets, train_ds, val_ds, out, shift)
 
 
 def _probe_models(cfg, backbone_name: str, head_specs: Sequence[str], num_classes: int, seed: int) -> dict:
@@ -296,7 +298,7 @@ def train_and_evaluate_probes(cfg, backbone_name: str, head_specs: Sequence[str]
             logits_ema = predict(out.ema_model, feats["val"][0], batch_size=batch, device=device,
                                  class_embeddings=E[spec])
             rows.append(_row(cfg, backbone_name, spec, seed, costs[spec], logits, logits_ema, targets, train_ds,
-                             val_ds, out.train_s, query_shift(queries_at_start[spec], out.model), out.history))
+                             val_ds, out, query_shift(queries_at_start[spec], out.model)))
         except Exception as e:  # noqa: BLE001 (recorded per head when asked; the other heads keep their rows)
             if errors is None:
                 raise

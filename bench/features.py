@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from .alloc import keep_freed_memory
 from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() on the DataLoader in __init__
+
+from .alloc import keep_freed_memory
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -46,8 +46,7 @@ OFFLINE_WEIGHTS: Dict[str, OfflineWeights] = {
 }
 
 # The last part of a key says what a tensor is; a pair whose kinds differ is a misalignment, whatever its shape.
-_KIND_ALIASES = {"weight": "weight", "bias": "bias", "running_mean": "running_mean", "running_var": "running_var",
-                 "num_batches_tracked": "num_batches_tracked"}
+_KINDS = {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}
 
 
 def offline_backbones() -> Tuple[str, ...]:
@@ -80,7 +79,8 @@ def wheel_file(name: str) -> str:
 
 
 def _kind(key: str) -> str:
-    return _KIND_ALIASES.get(key.rsplit(".", 1)[-1], "other")
+    kind = key.rsplit(".", 1)[-1]
+    return kind if kind in _KINDS else "other"
 
 
 def convert_state_dict(source: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor],

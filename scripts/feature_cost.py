@@ -65,17 +65,11 @@ def measure(backbone_name: str, spec: str, img_size: int, images: int, batch: in
 
 
 def _clear_render_caches() -> None:
-    from bench.datasets import scenes
+    """Each image is made anew, as in a run's single extraction pass."""
+    from bench.datasets import emoji, scenes
 
-    scenes.RENDER_CACHE.clear()  # emoji shares scenes' RenderCache class; clear whatever module-level caches exist
-    try:
-        from bench.datasets import emoji
-
-        for obj in vars(emoji).values():
-            if isinstance(obj, scenes.RenderCache):
-                obj.clear()
-    except ImportError:
-        pass
+    scenes.RENDER_CACHE.clear()
+    emoji.RENDER_CACHE.clear()
 
 
 def _warm_up(batch: int, threads: int) -> None:

@@ -87,7 +87,7 @@ def test_the_weights_name_real_photos(classifier, photo, accepted):
     from timm.data import ImageNetInfo
 
     name, model = classifier
-    size = data_config_of(name) and model.pretrained_cfg["input_size"][-1]
+    size = model.pretrained_cfg["input_size"][-1]
     with torch.no_grad():
         probs = model(_image(_photo(photo), size)).softmax(-1)[0]
     info = ImageNetInfo()

@@ -27,6 +27,15 @@ def to_tokens(x: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"a head takes a feature map (B, C, H, W) or tokens (B, L, C), got shape {tuple(x.shape)}")
 
 
+def to_map(x: torch.Tensor) -> torch.Tensor:
+    """Tokens (B, L, C) -> a (B, C, L, 1) map, for a 2-D pooling layer that serves both layouts; maps pass through."""
+    if x.dim() == 3:
+        return x.transpose(1, 2).unsqueeze(-1)
+    if x.dim() == 4:
+        return x
+    raise ValueError(f"a head takes a feature map (B, C, H, W) or tokens (B, L, C), got shape {tuple(x.shape)}")
+
+
 def batch_of_one(param: torch.Tensor) -> torch.Tensor:
     """(K, D) parameter -> (1, K, D), shared by every image of the batch.
 

@@ -21,7 +21,7 @@ import torch
 from timm.layers import SimPool2d
 from torch import nn
 
-from ._base import Head, register_head
+from ._base import Head, register_head, to_map
 from ._readout import probe_norm
 
 
@@ -50,11 +50,7 @@ class SimPool(Head):
         self.fc = nn.Linear(in_features, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 3:
-            x = x.transpose(1, 2).unsqueeze(-1)  # tokens (B, L, C) -> a (B, C, L, 1) map
-        elif x.dim() != 4:
-            raise ValueError(f"a head takes a feature map (B, C, H, W) or tokens (B, L, C), got shape {tuple(x.shape)}")
-        pooled = self.pool(x)  # (B, C)
+        pooled = self.pool(to_map(x))  # (B, C): tokens enter as a (B, C, L, 1) map
         return self.fc(self.norm(pooled))  # (B, N)
 
     def analytic_macs(self, in_features=None, num_classes=None, tokens=196, batch=1) -> int:
