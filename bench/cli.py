@@ -232,7 +232,7 @@ def study_list_cmd():
 
     for name in list_studies():
         st = get_study(name)
-        click.echo(f"{name:18s} claim {st.claim}: {st.statement}")
+        click.echo(f"{name:18s} {_claim_text(st)}: {st.statement}")
 
 
 def _study_command(name: str):
@@ -267,8 +267,12 @@ def _study_command(name: str):
 
         study_command(name, **kw)
 
-    command.__doc__ = f"Claim {study.claim}: {study.statement}\n\n{study.notes}"
+    command.__doc__ = f"{_claim_text(study).capitalize()}: {study.statement}\n\n{study.notes}"
     return study_group.command(name)(command)
+
+
+def _claim_text(study) -> str:
+    return f"claim {study.claim}" if study.claim is not None else "beyond the paper"
 
 
 def _register_study_commands():

@@ -506,7 +506,8 @@ def study_command(name, dataset, data_root, backbones, img_size, cost_only, no_t
     todo = sum(len(c) for _, c in plan)
     total = sum(len(plan_cells(cfg)) for cfg in configs)
     path = configs[0].results_path
-    click.echo(f"bench study {name}: claim {study.claim}: {study.statement}\n"
+    claim = f"claim {study.claim}" if study.claim is not None else "beyond the paper's claims"
+    click.echo(f"bench study {name}: {claim}: {study.statement}\n"
                f"  {len(configs)} configurations, {total} cells, {todo} to run ({total - todo} already in {path})\n"
                f"  device {', '.join(sorted({cfg.device for cfg in configs}))}")
     try:

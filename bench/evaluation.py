@@ -180,6 +180,30 @@ def _row(cfg, backbone_name: str, head_spec: str, seed: int, cost: dict, logits:
     return row
 
 
+def _knn_row(cfg, backbone_name: str, seed: int, k: int, feats: dict, targets: np.ndarray, train_ds, val_ds,
+             backbone_cost: dict) -> dict:
+    """The row of the k-NN baseline (``bench.knn``): no parameters, its MACs the similarity to every training
+    vector, its ``train_s`` the time to pool and normalise the training bank (included in the scoring)."""
+    import time
+
+    from .knn import knn_label, knn_logits, knn_macs, knn_scores
+
+    t0 = time.perf_counter()
+    scores = knn_scores(feats["train"][0], feats["train"][1], feats["val"][0], val_ds.num_classes, k=k)
+    train_s = time.perf_counter() - t0
+    f = feats["train"][0]
+    channels = f.shape[1] if f.dim() == 4 else f.shape[-1]
+    gmacs_head = knn_macs(len(f), channels) / 1e9
+    cost = dict(backbone_cost, params_head=0, gmacs_head=gmacs_head, gflops_head=2 * gmacs_head,
+                params_total=backbone_cost.get("params_backbone", ""),
+                params_trainable=0, gmacs_total=backbone_cost.get("gmacs_backbone", 0) + gmacs_head,
+                gflops_total=backbone_cost.get("gflops_backbone", 0) + 2 * gmacs_head)
+    logits = knn_logits(scores, val_ds.multilabel).numpy()
+    row = _row(cfg, backbone_name, knn_label(k), seed, cost, logits, None, targets, train_ds, val_ds)
+    row["train_s"] = round(train_s, 2)
+    return row
+
+
 def train_and_evaluate(cfg, backbone_name: str, head_spec: str, seed: int,
                        progress: Optional[Callable[[str], None]] = None) -> dict:
     """Train and evaluate one (backbone, head, seed) under ``cfg`` (a RunConfig); returns a result row.
@@ -251,12 +275,13 @@ def _probe_models(cfg, backbone_name: str, head_specs: Sequence[str], num_classe
 
 def train_and_evaluate_probes(cfg, backbone_name: str, head_specs: Sequence[str], seed: int,
                               progress: Optional[Callable[[str], None]] = None,
-                              errors: Optional[Dict[str, BaseException]] = None) -> List[dict]:
+                              errors: Optional[Dict[str, BaseException]] = None, knn: int = 0) -> List[dict]:
     """The ``probe`` protocol for every head of a (backbone, seed) at once: one backbone, its features extracted
     once (and cached on disk), the heads trained together on one pass over them per epoch
     (``training.train_probes``), each evaluated on the cached evaluation features. One row per head, equal to
-    what that head gives alone. With ``errors`` (a dict) a head that fails is left out of the rows and its
-    exception stored there; without it the first failure raises."""
+    what that head gives alone; with ``knn`` > 0 one more, the k-NN baseline (``bench.knn``) on the same
+    features. With ``errors`` (a dict) a head that fails is left out of the rows and its exception stored there;
+    without it the first failure raises."""
     from .features import feature_cache_key
     from .flops import model_cost_cached
     from .training import extract_features, predict, train_probes
@@ -267,8 +292,11 @@ def train_and_evaluate_probes(cfg, backbone_name: str, head_specs: Sequence[str]
         raise ValueError(f"head specs repeat: {list(head_specs)}")
     say = progress or (lambda msg: None)
     train_ds, val_ds = _datasets(cfg, backbone_name)
-    models = _probe_models(cfg, backbone_name, head_specs, val_ds.num_classes, seed)
+    models = _probe_models(cfg, backbone_name, list(head_specs) or ["gap"], val_ds.num_classes, seed)
     backbone = next(iter(models.values())).backbone
+    backbone_cost = {k: v for k, v in model_cost_cached(next(iter(models.values())), cfg.img_size).items()
+                     if k in ("params_backbone", "gmacs_backbone", "gflops_backbone")}
+    models = {spec: m for spec, m in models.items() if spec in head_specs}  # only the backbone when no heads
     queries_at_start = {spec: _query_vector(m.head) for spec, m in models.items()}
     E = {spec: _word_embeddings(val_ds, m.head) for spec, m in models.items()}
     costs = {spec: model_cost_cached(m, cfg.img_size, {"class_embeddings": E[spec]} if E[spec] is not None else None)
@@ -288,9 +316,12 @@ def train_and_evaluate_probes(cfg, backbone_name: str, head_specs: Sequence[str]
                         _train_config(cfg, train_ds, seed), class_embeddings=E, columns=_seen(val_ds),
                         progress=False, checkpoint_dirs={spec: checkpoint_dir_for(cfg, backbone_name, spec, seed)
                                                          for spec in models},
-                        resume=True, errors=None if errors is None else failed)
+                        resume=True, errors=None if errors is None else failed) if models else {}
     targets = feats["val"][1].numpy()  # extracted with the images, so skipped images are already accounted
     rows = []
+    if knn:
+        say(f"k-NN baseline on {backbone_name} features (seed {seed})")
+        rows.append(_knn_row(cfg, backbone_name, seed, knn, feats, targets, train_ds, val_ds, backbone_cost))
     for spec, out in outs.items():
         say(f"evaluate {backbone_name} + {spec} (seed {seed})")
         try:

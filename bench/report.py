@@ -28,7 +28,7 @@ import numpy as np
 from . import stats as st
 from .spec import parse_spec
 from .stats import accuracy_rows  # noqa: F401  (re-exported: the report's rows are the statistics' rows)
-from .tables import fmt_pm
+from .tables import fmt_pm, md_table
 
 REPRODUCED = "reproduced"
 PARTLY = "partly reproduced"
@@ -290,13 +290,6 @@ def _f(v, digits=2, suffix="") -> str:
 
 def _signed(v, digits=1) -> str:
     return "—" if v is None or not np.isfinite(v) else f"{v:+.{digits}f}"
-
-
-def md_table(headers: Sequence[str], rows: Iterable[Sequence]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    for r in rows:
-        lines.append("| " + " | ".join(str(v) for v in r) + " |")
-    return "\n".join(lines)
 
 
 def _code(s) -> str:
@@ -1168,7 +1161,8 @@ def build_claims(ctx: "Context") -> List[Claim]:
 
     by_claim: Dict[int, List[str]] = {}
     for name in ctx.studies:
-        by_claim.setdefault(get_study(name).claim, []).append(name)
+        if get_study(name).claim is not None:  # a study beyond the paper's claims has its own part
+            by_claim.setdefault(get_study(name).claim, []).append(name)
     claims = []
     for number in sorted(set(CLAIM_CODE) | set(by_claim)):
         names = by_claim.get(number, [])
@@ -1193,6 +1187,37 @@ def build_claims(ctx: "Context") -> List[Claim]:
     return claims
 
 
+@dataclass
+class Section:
+    """The part of the report of a study that tests no claim of the paper: its own section's text and plots."""
+
+    study: str
+    text: str = ""
+    plots: List[str] = field(default_factory=list)
+
+
+def build_sections(ctx: "Context") -> List[Section]:
+    """The studies beyond the paper's claims (``claim`` None), each rendered by its own ``section``."""
+    from .studies import get_study
+
+    out = []
+    for name, df in ctx.studies.items():
+        study = get_study(name)
+        if study.claim is not None:
+            continue
+        sec = Section(name)
+        if df is not None and study.section is not None:
+            sec.text, sec.plots = study.section(df, ctx.out_dir, ctx.make_plots)
+            sec.text += "\n\n" + _time_text(df)
+        elif df is not None:  # no section of its own: the generic table and verdicts
+            c = Claim(0, study.statement, [])
+            add_study(c, study, df, ctx, plot=True)
+            sec.text = "\n\n".join(c.body + [f"- {p.name}: **{p.verdict}**: {p.why}" for p in c.parts])
+            sec.plots = c.plots
+        out.append(sec)
+    return out
+
+
 # ------------------------------------------------------------------------------------------------- the report
 
 def load_studies(results_dir: str) -> Dict[str, object]:
@@ -1204,7 +1229,7 @@ def load_studies(results_dir: str) -> Dict[str, object]:
     from .studies import get_study, list_studies
 
     out = {}
-    for name in sorted(list_studies(), key=lambda n: (get_study(n).claim, n)):
+    for name in sorted(list_studies(), key=lambda n: (get_study(n).claim is None, get_study(n).claim or 0, n)):
         path = os.path.join(results_dir, f"study-{name}.csv")
         df = read_results([path]) if os.path.isfile(path) and os.path.getsize(path) > 0 else None
         if df is not None:  # a measurement counts once, however often a file holds it; failures are kept
@@ -1264,7 +1289,28 @@ def _environment(studies: Dict[str, object]) -> str:
             + md_table(["study", "rows ok", "rows failed", "dates", "commit", "training s"], rows))
 
 
-def render(claims: Sequence[Claim], studies: Dict[str, object], commands: Dict[str, str]) -> str:
+def render_sections(sections: Sequence[Section], studies: Dict[str, object]) -> List[str]:
+    """The parts of the report for studies beyond the paper's claims."""
+    from .studies import get_study
+
+    out = []
+    for sec in sections:
+        study = get_study(sec.study)
+        out += [f"<a id=\"study-{sec.study}\"></a>", f"## Beyond the paper: {study.statement}", "",
+                f"**The literature** ({_code('bench study ' + sec.study)}): {study.paper}", ""]
+        if study.notes:
+            out += [f"*About this study:* {study.notes}", ""]
+        if studies.get(sec.study) is None:
+            out += [f"**Not run yet:** `bench study {sec.study}`", ""]
+            continue
+        out += [sec.text, ""]
+        for p in sec.plots:
+            out += [f"![{sec.study}]({p})", ""]
+    return out
+
+
+def render(claims: Sequence[Claim], studies: Dict[str, object], commands: Dict[str, str],
+           sections: Sequence[Section] = ()) -> str:
     """The README text."""
     out = ["# ML-Decoder's claims, tested by headbench", "",
            "Each claim of *ML-Decoder: Scalable and Versatile Classification Head* (Ridnik et al., WACV 2023) "
@@ -1320,6 +1366,7 @@ def render(claims: Sequence[Claim], studies: Dict[str, object], commands: Dict[s
         for p in c.parts:
             out.append(f"- {p.name}: **{p.verdict}**: {p.why}" + (f" *Rule:* {p.rule}." if p.rule else ""))
         out.append("")
+    out += render_sections(sections, studies)
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -1337,6 +1384,7 @@ def build_report(results_dir: str = "results/runs", out_dir: str = "reports/pape
     os.makedirs(out_dir, exist_ok=True)
     ctx = Context(studies, paper, out_dir, make_plots)
     claims = build_claims(ctx)
+    sections = build_sections(ctx)
     copy_dir = os.path.join(out_dir, "results")
     copied = []
     for name, df in studies.items():
@@ -1360,9 +1408,10 @@ def build_report(results_dir: str = "results/runs", out_dir: str = "reports/pape
     if out_show != os.path.normpath("reports/paper"):
         regen += f" --out {out_show}"
     commands = dict(report=" ".join(cmd), copied=os.path.join(out_show, "results") + "/", regenerate=regen)
-    text = render(claims, studies, commands)
+    text = render(claims, studies, commands, sections)
     readme = os.path.join(out_dir, "README.md")
     with open(readme, "w") as f:
         f.write(text)
-    return dict(readme=readme, plots=[os.path.join(out_dir, p) for c in claims for p in c.plots], copied=copied,
+    plots = [p for c in claims for p in c.plots] + [p for sec in sections for p in sec.plots]
+    return dict(readme=readme, plots=[os.path.join(out_dir, p) for p in plots], copied=copied,
                 verdicts={c.number: c.verdict for c in claims})

@@ -17,6 +17,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 from .results import (DEFAULT_RESULTS_DIR, ResultsWriter, environment, new_run_id, read_results, row_key,
                       weights_label)
+from .knn import knn_label
 from .spec import canonical
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -78,6 +79,7 @@ class RunConfig:
     results_dir: str = DEFAULT_RESULTS_DIR
     run_id: str = ""
     threads: Optional[int] = None  # torch threads of every cell (None: this machine's cores); recorded in rows
+    knn: int = 0  # probe: also the k-nearest-neighbour baseline on the pooled features with this k (0: none)
 
     def __post_init__(self):
         from .heads import canonical_head_spec
@@ -94,6 +96,11 @@ class RunConfig:
             raise ValueError(f"threads must be a whole number >= 1, got {self.threads!r}")
         if any(b < 1 for b in self.batch_sizes):
             raise ValueError(f"batch sizes must be >= 1, got {self.batch_sizes}")
+        if isinstance(self.knn, bool) or not isinstance(self.knn, int) or self.knn < 0:
+            raise ValueError(f"knn must be a whole number >= 0 (0: no k-NN baseline), got {self.knn!r}")
+        if self.knn and self.protocol != "probe":
+            raise ValueError(f"the k-NN baseline (knn={self.knn}) runs on cached features: it needs --protocol probe, "
+                             f"not {self.protocol!r}")
         if self.img_size < 8:
             raise ValueError(f"img_size must be >= 8, got {self.img_size}")
         self.device = resolve_device(self.device)
@@ -125,12 +132,20 @@ class Cell:
     heads: List[str]
     seed: Optional[int] = None
     batch_size: Optional[int] = None  # cost cells: the batch size timed (1 when not timing)
+    knn: int = 0  # probe cells: also the k-NN baseline with this k (bench.knn)
+
+    @property
+    def labels(self) -> List[str]:
+        """The ``head`` of every row the cell makes: its heads, then the k-NN baseline's label."""
+        return list(self.heads) + ([knn_label(self.knn)] if self.knn else [])
 
     @property
     def label(self) -> str:
         if self.kind == "cost":
             return f"cost {self.backbone} at batch {self.batch_size}: {', '.join(self.heads)}"
-        if len(self.heads) > 1:
+        if not self.heads:
+            return f"k-NN baseline on {self.backbone} (seed {self.seed})"
+        if len(self.heads) > 1 or self.knn:
             return f"probe {len(self.heads)} heads on {self.backbone} (seed {self.seed})"
         return f"train {self.backbone} + {self.heads[0]} (seed {self.seed})"
 
@@ -143,7 +158,8 @@ def plan_cells(cfg: RunConfig) -> List[Cell]:
              for bb in cfg.backbones for bs in (cfg.batch_sizes if cfg.timing else [1])]
     if not cfg.cost_only:
         if cfg.protocol == "probe":
-            cells += [Cell("accuracy", bb, list(cfg.heads), seed) for bb in cfg.backbones for seed in cfg.seeds]
+            cells += [Cell("accuracy", bb, list(cfg.heads), seed, knn=cfg.knn)
+                      for bb in cfg.backbones for seed in cfg.seeds]
         else:
             cells += [Cell("accuracy", bb, [h], seed)
                       for bb in cfg.backbones for seed in cfg.seeds for h in cfg.heads]
@@ -163,7 +179,7 @@ def cell_keys(cfg: RunConfig, cell: Cell) -> List[Dict[str, object]]:
         return [_row_ids(cfg, cell.backbone, h, num_classes=cfg.num_classes, batch_size=cell.batch_size)
                 for h in cell.heads]
     return [_row_ids(cfg, cell.backbone, h, num_classes=cfg.num_classes, dataset=cfg.dataset,
-                     protocol=cfg.protocol, epochs=cfg.epochs, seed=cell.seed) for h in cell.heads]
+                     protocol=cfg.protocol, epochs=cfg.epochs, seed=cell.seed) for h in cell.labels]
 
 
 # ----------------------------------------------------------------------------------------------- cost cells
@@ -469,7 +485,8 @@ def run_accuracy_cell(cfg: RunConfig, cell: Cell, progress: Optional[Callable[[s
             yield train_and_evaluate(cfg, cell.backbone, head, cell.seed, progress=progress)
         return
     errors: dict = {}
-    yield from train_and_evaluate_probes(cfg, cell.backbone, cell.heads, cell.seed, progress=progress, errors=errors)
+    yield from train_and_evaluate_probes(cfg, cell.backbone, cell.heads, cell.seed, progress=progress, errors=errors,
+                                         knn=cell.knn)
     if errors:
         raise RuntimeError("; ".join(f"{h}: {type(e).__name__}: {str(e).strip()[:200]}" for h, e in errors.items()))
 
@@ -521,14 +538,15 @@ def pending_cells(cfg: RunConfig, cells: Sequence[Cell]) -> List[Cell]:
     done = _done_keys(cfg)
     out = []
     for c in cells:
-        missing = [h for h, k in zip(c.heads, cell_keys(cfg, c)) if row_key(k) not in done]
+        missing = [h for h, k in zip(c.labels, cell_keys(cfg, c)) if row_key(k) not in done]
         if not missing:
             continue
-        if len(missing) < len(c.heads) and (c.kind == "accuracy" or not cfg.timing):
+        if len(missing) < len(c.labels) and (c.kind == "accuracy" or not cfg.timing):
             # a probe cell whose other heads finished, or a cost cell that only counts (params, MACs): a head's
             # result does not depend on the heads beside it. A timed cost cell runs whole: its heads are timed
             # interleaved, in the same conditions.
-            c = dataclasses.replace(c, heads=missing)
+            c = dataclasses.replace(c, heads=[h for h in c.heads if h in missing],
+                                    knn=c.knn if c.knn and knn_label(c.knn) in missing else 0)
         out.append(c)
     return out
 

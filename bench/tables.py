@@ -1,7 +1,7 @@
 """Summary tables from result rows: cost and accuracy side by side, accuracy as mean ± spread over seeds."""
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
 
@@ -109,3 +109,11 @@ def fmt_pm(mean, std, digits=1) -> str:
     if std is None or std != std:
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def md_table(headers: Sequence[str], rows: Iterable[Sequence]) -> str:
+    """A Markdown table: one header line, one separator, one line per row (cells as ``str``)."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(str(v) for v in r) + " |")
+    return "\n".join(lines)

@@ -17,5 +17,5 @@ from ._base import (  # noqa: F401  (the study API, re-exported)
 
 # The studies, one small file each (explicit list: no directory scanning).
 from . import (  # noqa: E402,F401
-    compute, self_attention, groups, classes, queries, backbone_vs_head, zsl, drop_in, pooling,
+    compute, self_attention, groups, classes, queries, backbone_vs_head, zsl, drop_in, pooling, probing,
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..registry import Registry
 
@@ -106,10 +106,13 @@ class Study:
             ``bench.stats.evaluate`` decides them and the report renders the verdicts.
         cost_rules: the thresholds of the study's cost rules (e.g. the log-log slope below which growth counts
             as linear), by name, applied by the claim's cost code in ``bench.report``.
+        section: the study's own report section, ``section(rows, out_dir, make_plots) -> (markdown, [plot
+            file names])``, written into ``out_dir``; None: the report's generic table and verdicts. A study that
+            tests no claim of the paper (``claim`` None) is rendered as its own part of the report with it.
     """
 
     name: str
-    claim: int
+    claim: Optional[int]
     statement: str
     paper: str
     base: Dict[str, Any]
@@ -117,6 +120,7 @@ class Study:
     notes: str = ""
     hypotheses: List[Hypothesis] = dataclasses.field(default_factory=list)
     cost_rules: Dict[str, float] = dataclasses.field(default_factory=dict)
+    section: Optional[Callable[..., Tuple[str, List[str]]]] = None
 
     def configs(self, results_dir: str = "results/runs", **overrides) -> list:
         """The RunConfigs of the study, every one writing to the study's own results file."""

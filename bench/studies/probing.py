@@ -1,0 +1,269 @@
+"""Which head is worth its cost on a frozen pretrained backbone? The heads of frozen-feature probing, ranked.
+
+The attentive-probing literature ("Attention, Please! Revisiting Attentive Probing", Psomas et al., ICLR 2026)
+compares poolings on frozen features from one run per row, the best epoch picked on the evaluation split. Here:
+every probing head and the multi-label heads, on the frozen features of the three ImageNet-pretrained
+EfficientNet-Lites available offline, on a single-label and a multi-label real dataset, five seeds, the last epoch;
+per setting a paired interval against the linear probe; across settings the interquartile mean with
+stratified-bootstrap intervals, the probability of improvement over the linear probe and a rank test
+(``bench.aggregate``); a k-NN baseline (``bench.knn``) beside them.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional, Tuple
+
+from ._base import SETTING, SMALL, Hypothesis, Study, register_study
+
+BACKBONES = ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"]
+# The datasets, one canonical spec each (the ``dataset`` column of their rows), with the metric each is judged by.
+# Sizes chosen so that the study's 30 probe cells fit the 45-minute budget on the 2-core CPU (see ``notes``).
+FASHION = "fashion-mnist(train_size=2500, val_size=2000)"
+EMOJI = "emoji(train_size=2500, val_size=2000)"
+METRICS = {FASHION: "top1", EMOJI: "map"}
+# The linear probe: GAP -> BatchNorm without affine -> linear, the probing papers' readout (bench.heads._readout).
+LINEAR = "gap(bn=True)"
+# Heads of frozen-feature probing, with their papers' defaults and the probes' BatchNorm readout (their default).
+PROBES = ["simpool", "lseplus", "prr", "ep", "vjepa"]
+# The multi-label heads of the suite beside them: attention pooling (CLIP-style), CSRA at its README's COCO
+# setting, ML-Decoder at the suite's CPU-scale widths.
+OTHERS = ["attnpool", "csra(heads=4, lam=0.5)", f"mldecoder({SMALL})"]
+HEADS = [LINEAR] + PROBES + OTHERS
+KNN = 20  # DINO's k (bench.knn)
+KNN_HEAD = f"knn(k={KNN})"
+SEEDS = [0, 1, 2, 3, 4]
+
+
+def _hypotheses() -> List[Hypothesis]:
+    """Each head against the linear probe, on each dataset with its metric, one verdict per backbone: better by
+    any amount (margin 0, stated before the runs). A setting whose linear probe is within 10 points of chance
+    (``ABOVE_CHANCE``) is uninformative."""
+    out = []
+    for ds, metric in METRICS.items():
+        name = ds.split("(")[0]
+        for head in PROBES + OTHERS + [KNN_HEAD]:
+            out.append(Hypothesis(f"{head}-vs-linear-{name}", f"{head} is better than the linear probe on {name}.",
+                                  {"head": head, "dataset": ds}, {"head": LINEAR, "dataset": ds}, test="better",
+                                  margin=0.0, metric=metric, per=SETTING))
+    return out
+
+
+def _table(headers, rows) -> str:
+    from ..tables import md_table
+
+    return md_table(headers, rows)
+
+
+def _interval(values) -> Tuple[float, float, float, int]:
+    """(mean, low, high, n): the mean over seeds and its 95% Student-t interval."""
+    import math
+
+    import numpy as np
+
+    from ..stats import t_critical
+
+    v = np.asarray([x for x in values if x == x], dtype=float)
+    n = len(v)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    if n < 2:
+        return float(v.mean()), math.nan, math.nan, 1
+    half = t_critical(n) * v.std(ddof=1) / math.sqrt(n)
+    return float(v.mean()), float(v.mean() - half), float(v.mean() + half), n
+
+
+def _fmt_acc(mean, low, high) -> str:
+    if mean != mean:
+        return "—"
+    if low != low:
+        return f"{mean:.1f}"
+    return f"{mean:.1f} [{low:.1f}, {high:.1f}]"
+
+
+def _cost_of(acc_rows, cost_rows, head: str) -> Dict[str, float]:
+    """Head params and GMACs per image (from the accuracy rows: the k-NN baseline has no cost rows) and the
+    training-step time (ms, batch 64, on features, from the cost rows) of ``head``, medians over the backbones
+    of the rows given (one dataset's)."""
+    import numpy as np
+
+    from ..stats import _num, select
+
+    out = {}
+    for col, rows in (("params_head", acc_rows), ("gmacs_head", acc_rows), ("train_step_ms_p50", cost_rows)):
+        sel = select(rows, {"head": head})
+        v = _num(sel, col).dropna() if len(sel) else []
+        out[col] = float(np.median(v)) if len(v) else float("nan")
+    return out
+
+
+def _scores(acc, heads: List[str]) -> Tuple[Dict[str, list], List[str]]:
+    """``{head: (settings x seeds) scores}`` over the settings where every head has every seed, and the
+    settings' names; a setting's score is its dataset's metric."""
+    import numpy as np
+
+    from ..stats import _num, by_seed, select
+
+    settings, scores = [], {h: [] for h in heads}
+    for ds, metric in METRICS.items():
+        for bb in BACKBONES:
+            per_head = {h: by_seed(select(acc, {"head": h, "dataset": ds, "backbone": bb}), metric) for h in heads}
+            seeds = sorted(set.intersection(*(set(s) for s in per_head.values()))) if per_head else []
+            if len(seeds) < 2:
+                continue
+            settings.append(f"{bb.replace('tf_efficientnet_', '')} {ds.split('(')[0]}")
+            for h in heads:
+                scores[h].append([per_head[h][s] for s in seeds])
+    n = min((len(r) for rows in scores.values() for r in rows), default=0)
+    return {h: np.asarray([r[:n] for r in rows], dtype=float) for h, rows in scores.items()}, settings
+
+
+def section(df, out_dir: str, make_plots: bool = True) -> Tuple[str, List[str]]:
+    """The study's report section: leaderboard, per-setting intervals, aggregates, rank plot, Pareto plot."""
+    import numpy as np
+
+    from .. import aggregate as agg
+    from ..stats import _num, accuracy_rows, evaluate, select
+    from ..tables import fmt_interval
+
+    study = STUDY
+    acc = accuracy_rows(df)
+    ok = df[df["status"].astype(str) == "ok"]
+    cost_rows = ok[_num(ok, "batch_size").notna()]
+    heads = [h for h in HEADS + [KNN_HEAD] if len(select(acc, {"head": h}))]
+    out: List[str] = []
+    plots: List[str] = []
+    # 1. the leaderboard: per dataset, heads x backbones
+    costs: Dict[str, Dict[str, float]] = {}
+    for ds, metric in METRICS.items():
+        ds_acc = select(acc, {"dataset": ds})
+        classes = _num(ds_acc, "num_classes").median()
+        ds_costs = {h: _cost_of(ds_acc, cost_rows[_num(cost_rows, "num_classes") == classes], h) for h in heads}
+        for h, c in ds_costs.items():  # the Pareto plot's cost: the mean over the datasets
+            costs.setdefault(h, {k: [] for k in c})
+            for k, v in c.items():
+                costs[h][k].append(v)
+        rows = []
+        for h in heads:
+            cells = []
+            for bb in BACKBONES:
+                m, lo, hi, n = _interval(_num(select(acc, {"head": h, "dataset": ds, "backbone": bb}), metric))
+                cells.append(_fmt_acc(m, lo, hi))
+            c = ds_costs[h]
+            rows.append([f"`{h}`"] + cells + [_count(c["params_head"]), _gmacs(c["gmacs_head"]),
+                                               _ms(c["train_step_ms_p50"])])
+        chance = _num(select(acc, {"dataset": ds}), f"{metric}_chance").mean()
+        out.append(f"**{ds.split('(')[0]}** (`{ds}`), {metric} (%), mean and 95% t-interval over seeds; chance "
+                   f"{chance:.1f}:\n\n" + _table(["head"] + [b.replace("tf_efficientnet_", "") for b in BACKBONES]
+                                                   + ["head params", "head GMACs", "train step (ms)"], rows))
+    costs = {h: {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in c.items()}
+             for h, c in costs.items()}
+    out.append("Head params and GMACs per image at the dataset's classes; the "
+               "training step is forward, loss, backward and AdamW on cached features at batch 64 (median, "
+               "`train_step_ms_p50`). The k-NN baseline has no parameters; its GMACs are the similarities to the "
+               "training images.")
+    # 2. per-setting paired differences against the linear probe
+    verdicts = evaluate(study, df)
+    by_cell = {(v.hypothesis.variant["head"], v.hypothesis.variant["dataset"], v.setting.get("backbone")): v
+               for v in verdicts}
+    rows = []
+    for h in heads:
+        if h == LINEAR:
+            continue
+        cells = []
+        for ds in METRICS:
+            for bb in BACKBONES:
+                v = by_cell.get((h, ds, bb))
+                d = v.difference if v is not None else None
+                cells.append("—" if d is None or d.n == 0 else
+                             f"{fmt_interval(d.mean, d.low, d.high)} {_word(v.outcome)}")
+        rows.append([f"`{h}`"] + cells)
+    settings = [f"{b.replace('tf_efficientnet_', '')} {ds.split('(')[0]}" for ds in METRICS for b in BACKBONES]
+    out.append("Each head minus the linear probe (`gap(bn=True)`), paired by seed, mean and 95% interval, with the "
+               "verdict of *better than the linear probe* (margin 0, stated before the runs; *uninformative* when "
+               "the linear probe is within 10 points of chance):\n\n" + _table(["head"] + settings, rows))
+    # 3. across settings
+    scores, names = _scores(acc, heads)
+    if len(names) >= 2 and LINEAR in scores:
+        rows, points = [], []
+        iqms = agg.iqm(scores)
+        table = agg.mean_table(scores, names)
+        ranks = None
+        if len(names) >= agg.MIN_SETTINGS_RANKED and len(heads) >= 3:
+            ranks = agg.rank_test(table)
+        rank_of = dict(zip(ranks.methods, ranks.mean_ranks)) if ranks else {}
+        for h in sorted(heads, key=lambda h: -iqms[h].value):
+            e = iqms[h]
+            poi = agg.probability_of_improvement({h: scores[h], LINEAR: scores[LINEAR]}, h, LINEAR) \
+                if h != LINEAR else None
+            rows.append([f"`{h}`", f"{e.value:.1f} [{e.low:.1f}, {e.high:.1f}]",
+                         "—" if poi is None else f"{poi.value:.2f} [{poi.low:.2f}, {poi.high:.2f}]",
+                         f"{rank_of[h]:.2f}" if h in rank_of else "—"])
+            points.append(dict(head=h, cost=costs[h]["gmacs_head"], acc=e.value, low=e.low, high=e.high,
+                               n=e.n_runs * e.n_settings, metric="IQM of top-1 / mAP",
+                               interval="95% stratified-bootstrap interval"))
+        text = ("Across the settings (" + ", ".join(names) + f"; {scores[LINEAR].shape[1]} seeds each): the "
+                "interquartile mean of the scores (Fashion-MNIST top-1 and emoji mAP, both in points) with its "
+                "stratified-bootstrap 95% interval, the probability that a run of the head beats a run of the "
+                "linear probe on the same setting, P(head > linear), with its interval, and the mean rank over "
+                "settings (1 = best):\n\n"
+                + _table(["head", "IQM", "P(head > linear)", "mean rank"], rows))
+        if ranks is not None:
+            text += (f"\n\nFriedman test over {ranks.n_settings} settings: p = {ranks.pvalue:.3g}"
+                     + (f"; Nemenyi critical difference {ranks.cd:.2f} ranks at alpha {ranks.alpha:g}: heads joined "
+                        "by a bar in the rank plot are not told apart." if ranks.significant else
+                        " (not significant: the ranks do not tell the heads apart)."))
+        out.append(text)
+        if make_plots:
+            from ..plots import plot_accuracy_vs_cost
+
+            if ranks is not None:
+                png, _ = agg.plot_ranks(ranks, os.path.join(out_dir, "probing_ranks"))
+                plots.append(os.path.basename(png))
+            pts = [p for p in points if p["cost"] == p["cost"] and p["cost"] > 0]
+            if pts:
+                files = plot_accuracy_vs_cost(pts, out_dir, "probing_pareto", "Frozen-feature probing: IQM over "
+                                              "settings against head GMACs", cost_label="head GMACs per image")
+                plots.append(os.path.basename(files[0]))
+    return "\n\n".join(out), plots
+
+
+def _word(outcome: str) -> str:
+    return {"supported": "**better**", "contradicted": "not better", "inconclusive": "inconclusive",
+            "uninformative": "uninformative", "not run": "not run"}.get(outcome, outcome)
+
+
+def _count(v: float) -> str:
+    from ..fmt import format_count
+
+    return "—" if v != v else format_count(v)
+
+
+def _gmacs(v: float) -> str:
+    return "—" if v != v else f"{v:.4f}" if v < 0.1 else f"{v:.2f}"
+
+
+def _ms(v: float) -> str:
+    return "—" if v != v else f"{v:.1f}"
+
+
+STUDY = register_study(Study(
+    name="probing",
+    claim=None,
+    statement="Attentive probes beat the linear probe on frozen pretrained features, by enough to pay for "
+              "their cost.",
+    paper="Psomas et al. (ICLR 2026), ImageNet top-1, linear probe -> efficient probe: MAE ViT-B 67.8 -> 75.5, "
+          "MAE ViT-L 76.0 -> 79.5, DINOv2 ViT-L 85.2 -> 85.6; RADIO ViT-L 84.4 -> 83.9 and iBOT ViT-L 80.5 -> 80.0 "
+          "(the efficient probe loses). One run per row, best epoch on val.",
+    base=dict(backbones=BACKBONES, pretrained=True, protocol="probe", img_size=128, epochs=2, seeds=SEEDS,
+              knn=KNN, timing=True, latency=False, memory=False, train_timing=True, batch_sizes=[64],
+              train_batch_size=64, min_time_s=0.5, workers=0, heads=HEADS),
+    variations=[dict(dataset=FASHION), dict(dataset=EMOJI)],
+    hypotheses=_hypotheses(),
+    section=section,
+    notes="Frozen ImageNet-pretrained EfficientNet-Lite0/1/2 (offline weights) at 128 px (a 4x4x1280 map), "
+          "features extracted once per (backbone, dataset, split) and shared by every head and seed; Fashion-MNIST "
+          "(single-label, top-1) and emoji (100 classes, multi-label, mAP), 2500 training and 2000 evaluation "
+          "images each; 2 epochs at the probe learning rate; every head of a (backbone, seed) trained together on "
+          "one pass over the features; the last epoch reported (nothing selected on the evaluation split). CNN "
+          "features, not the ViT tokens the probing papers use: no pretrained ViT is available offline.",
+))
