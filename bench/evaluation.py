@@ -6,13 +6,28 @@ their EMA (``map_ema``/``top1_ema``) separately.
 """
 from __future__ import annotations
 
+import hashlib
 import os
-from typing import Callable, Dict, List, Optional, Sequence
+import random
+import re
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
 
+from .datasets import create_dataset
+from .features import feature_cache_key
+from .flops import model_cost_cached
+from .heads._base import Head
+from .knn import knn_label, knn_logits, knn_macs, knn_scores
+from .metrics import multilabel_metrics, sigmoid, singlelabel_metrics
+from .model import assemble, build_model, create_backbone
+from .pretrained import data_config_of
 from .results import environment, weights_label
+from .training import TrainConfig, extract_features, predict, seed_everything, train_finetune, train_probes
+from .words import embed_class_names  # the sentence-embedding model itself is imported only when it is needed
 
 # A from-scratch backbone (no --pretrained / --checkpoint) needs a larger learning rate than the recipe's 1e-4,
 # which assumes ImageNet-pretrained weights; a head trained alone on cached features too.
@@ -40,9 +55,6 @@ def default_cache_dir() -> str:
 def checkpoint_dir_for(cfg, backbone_name: str, head_spec: str, seed: int) -> str:
     """Where a training cell keeps its last checkpoint: ``<results-dir>/checkpoints/<run_id>/<cell>``, so that a
     killed run, rerun with ``--resume``, continues the interrupted training instead of starting it again."""
-    import hashlib
-    import re
-
     name = f"{backbone_name}-{head_spec}-{cfg.dataset}-{cfg.img_size}-{cfg.epochs}-seed{seed}"
     slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)[:80]
     digest = hashlib.sha1(name.encode()).hexdigest()[:8]
@@ -62,8 +74,6 @@ def _word_embeddings(ds, head) -> Optional[torch.Tensor]:
         return None
     E = getattr(ds, "class_embeddings", None)
     if E is None:
-        from .words import embed_class_names
-
         E = embed_class_names(list(ds.class_names))
     E = torch.as_tensor(np.asarray(E), dtype=torch.float32)
     if E.shape[1] != head.word_dim:
@@ -73,8 +83,6 @@ def _word_embeddings(ds, head) -> Optional[torch.Tensor]:
 
 
 def _metrics(logits: np.ndarray, ds, targets: np.ndarray, suffix: str = "") -> dict:
-    from .metrics import multilabel_metrics, sigmoid, singlelabel_metrics
-
     if ds.multilabel:
         unseen = list(ds.unseen) or None
         m = multilabel_metrics(sigmoid(logits), targets, unseen=unseen)
@@ -109,8 +117,6 @@ def chance_metrics(ds, targets: np.ndarray) -> dict:
 
 def _query_vector(head) -> Optional[torch.Tensor]:
     """A head's query embeddings as one flat vector (None when it has none)."""
-    from .heads._base import Head
-
     qs = head.query_parameters() if isinstance(head, Head) else {}
     return torch.cat([p.detach().flatten().float().cpu() for p in qs.values()]) if qs else None
 
@@ -124,27 +130,39 @@ def query_shift(before: Optional[torch.Tensor], head) -> Optional[float]:
     return float((after - before).norm() / before.norm().clamp_min(1e-12))
 
 
-def _datasets(cfg, backbone_name: str):
+class Splits(NamedTuple):
+    """The run's dataset: its training split (None for ``eval``: nothing is trained) and its evaluation split."""
+
+    train: Optional[object]
+    val: object
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """A head's scores on the evaluation split: ``logits`` (S, N) of the last weights, the ``targets`` they line
+    up with, and ``logits_ema`` (S, N) of the weights' EMA (None without one)."""
+
+    logits: np.ndarray
+    targets: np.ndarray
+    logits_ema: Optional[np.ndarray] = None
+
+
+def _datasets(cfg, backbone_name: str) -> Splits:
     """(train split or None for ``eval``, evaluation split) of the run's dataset; with pretrained weights, images
     are resized with the backbone's own interpolation (its mean and std are applied inside the backbone)."""
-    from .datasets import create_dataset
-    from .pretrained import data_config_of
-
     interpolation = data_config_of(backbone_name).interpolation if cfg.pretrained else "bilinear"
     train_ds = create_dataset(cfg.dataset, "train", root=cfg.data_root, img_size=cfg.img_size,
                               train_augment=cfg.protocol == "finetune",
                               interpolation=interpolation) if cfg.protocol != "eval" else None
     val_ds = create_dataset(cfg.dataset, "val", root=cfg.data_root, img_size=cfg.img_size, interpolation=interpolation)
-    return train_ds, val_ds
+    return Splits(train_ds, val_ds)
 
 
 def _seen(val_ds) -> Optional[list]:
     return [i for i in range(val_ds.num_classes) if i not in set(val_ds.unseen)] if len(val_ds.unseen) else None
 
 
-def _train_config(cfg, train_ds, seed: int):
-    from .training import TrainConfig
-
+def _train_config(cfg, train_ds, seed: int) -> TrainConfig:
     finetune = cfg.protocol == "finetune"
     batch = cfg.train_batch_size
     trained_weights = bool(cfg.pretrained or cfg.checkpoint)
@@ -156,10 +174,11 @@ def _train_config(cfg, train_ds, seed: int):
                        ema_decay=ema_decay_for(steps))
 
 
-def _row(cfg, backbone_name: str, head_spec: str, seed: int, cost: dict, logits: np.ndarray,
-         logits_ema: Optional[np.ndarray], targets: np.ndarray, train_ds, val_ds, outcome=None,
-         shift: Optional[float] = None) -> dict:
+def _row(cfg, backbone_name: str, head_spec: str, seed: int, cost: dict, preds: Predictions, splits: Splits,
+         outcome=None, shift: Optional[float] = None) -> dict:
     """One accuracy row; ``outcome`` is the training's ``TrainOutcome`` (None for ``eval``: no training)."""
+    train_ds, val_ds = splits
+    logits, targets = preds.logits, preds.targets
     train_s = outcome.train_s if outcome is not None else 0.0
     history = outcome.history if outcome is not None else []
     if not np.isfinite(logits).all():
@@ -175,19 +194,16 @@ def _row(cfg, backbone_name: str, head_spec: str, seed: int, cost: dict, logits:
                eval_images=len(val_ds), skipped_images=len(getattr(val_ds, "skipped", []))
                + len(getattr(train_ds, "skipped", []) if train_ds is not None else []),
                status="ok", **environment(cfg.device))
-    if logits_ema is not None:
-        row.update(_metrics(logits_ema, val_ds, targets, suffix="_ema"))
+    if preds.logits_ema is not None:
+        row.update(_metrics(preds.logits_ema, val_ds, targets, suffix="_ema"))
     return row
 
 
-def _knn_row(cfg, backbone_name: str, seed: int, k: int, feats: dict, targets: np.ndarray, train_ds, val_ds,
+def _knn_row(cfg, backbone_name: str, seed: int, k: int, feats: dict, targets: np.ndarray, splits: Splits,
              backbone_cost: dict) -> dict:
     """The row of the k-NN baseline (``bench.knn``): no parameters, its MACs the similarity to every training
     vector, its ``train_s`` the time to pool and normalise the training bank (included in the scoring)."""
-    import time
-
-    from .knn import knn_label, knn_logits, knn_macs, knn_scores
-
+    val_ds = splits.val
     t0 = time.perf_counter()
     scores = knn_scores(feats["train"][0], feats["train"][1], feats["val"][0], val_ds.num_classes, k=k)
     train_s = time.perf_counter() - t0
@@ -199,7 +215,7 @@ def _knn_row(cfg, backbone_name: str, seed: int, k: int, feats: dict, targets: n
                 params_trainable=0, gmacs_total=backbone_cost.get("gmacs_backbone", 0) + gmacs_head,
                 gflops_total=backbone_cost.get("gflops_backbone", 0) + 2 * gmacs_head)
     logits = knn_logits(scores, val_ds.multilabel).numpy()
-    row = _row(cfg, backbone_name, knn_label(k), seed, cost, logits, None, targets, train_ds, val_ds)
+    row = _row(cfg, backbone_name, knn_label(k), seed, cost, Predictions(logits, targets), splits)
     row["train_s"] = round(train_s, 2)
     return row
 
@@ -214,13 +230,10 @@ def train_and_evaluate(cfg, backbone_name: str, head_spec: str, seed: int,
         if errors:
             raise errors[head_spec]
         return rows[0]
-    from .flops import model_cost_cached
-    from .model import build_model
-    from .training import predict, seed_everything, train_finetune
-
     say = progress or (lambda msg: None)
     finetune = cfg.protocol == "finetune"
-    train_ds, val_ds = _datasets(cfg, backbone_name)
+    splits = _datasets(cfg, backbone_name)
+    train_ds, val_ds = splits
     N = val_ds.num_classes
     seed_everything(seed)  # the same backbone weights for every head of a seed: heads differ only by themselves
     model = build_model(backbone_name, head_spec, N, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
@@ -245,19 +258,14 @@ def train_and_evaluate(cfg, backbone_name: str, head_spec: str, seed: int,
     logits_ema = (predict(ema_model, val_ds, batch_size=batch, device=device, class_embeddings=E,
                           workers=cfg.workers) if ema_model is not None else None)
     shift = query_shift(queries_at_start, trained.head)
-    return _row(cfg, backbone_name, head_spec, seed, cost, logits, logits_ema, targets, train_ds, val_ds, out, shift)
+    return _row(cfg, backbone_name, head_spec, seed, cost, Predictions(logits, targets, logits_ema), splits, out,
+                shift)
 
 
 def _probe_models(cfg, backbone_name: str, head_specs: Sequence[str], num_classes: int, seed: int) -> dict:
     """``{spec: HeadModel}`` sharing one backbone, each head initialised exactly as ``build_model`` after
     ``seed_everything(seed)`` makes it (the random state right after the backbone is restored before each head),
     so that a head's weights do not depend on the heads built before it."""
-    import random
-
-    from .model import HeadModel, create_backbone, feature_width, load_checkpoint
-    from .heads import create_head
-    from .training import seed_everything
-
     seed_everything(seed)
     backbone = create_backbone(backbone_name, pretrained=cfg.pretrained, img_size=cfg.img_size)
     state = (random.getstate(), np.random.get_state(), torch.get_rng_state())
@@ -266,11 +274,21 @@ def _probe_models(cfg, backbone_name: str, head_specs: Sequence[str], num_classe
         random.setstate(state[0])
         np.random.set_state(state[1])
         torch.set_rng_state(state[2])
-        model = HeadModel(backbone, create_head(spec, feature_width(backbone), num_classes), backbone_name)
-        if cfg.checkpoint:
-            load_checkpoint(model, cfg.checkpoint)
-        models[spec] = model
+        models[spec] = assemble(backbone, spec, num_classes, backbone_name=backbone_name, checkpoint=cfg.checkpoint)
     return models
+
+
+def _probe_features(cfg, backbone, backbone_name: str, splits: Splits) -> dict:
+    """``{"train": (features, targets), "val": (features, targets)}``: the backbone's features of both splits,
+    extracted once and cached on disk (``bench.features``)."""
+    cache = cfg.cache_dir or default_cache_dir()
+    feats = {}
+    for split, ds in (("train", splits.train), ("val", splits.val)):
+        key = feature_cache_key(backbone, backbone_name=backbone_name, dataset_spec=ds.spec, split=split,
+                                img_size=cfg.img_size, data_fingerprint=ds.fingerprint)
+        feats[split] = extract_features(backbone, ds, batch_size=cfg.train_batch_size, device=cfg.device,
+                                        workers=cfg.workers, cache_dir=cache, cache_key=key, progress=False)
+    return feats
 
 
 def train_and_evaluate_probes(cfg, backbone_name: str, head_specs: Sequence[str], seed: int,
@@ -282,16 +300,13 @@ def train_and_evaluate_probes(cfg, backbone_name: str, head_specs: Sequence[str]
     what that head gives alone; with ``knn`` > 0 one more, the k-NN baseline (``bench.knn``) on the same
     features. With ``errors`` (a dict) a head that fails is left out of the rows and its exception stored there;
     without it the first failure raises."""
-    from .features import feature_cache_key
-    from .flops import model_cost_cached
-    from .training import extract_features, predict, train_probes
-
     if cfg.protocol != "probe":
         raise ValueError(f"train_and_evaluate_probes is the probe protocol; this run's is {cfg.protocol!r}")
     if len(set(head_specs)) != len(head_specs):
         raise ValueError(f"head specs repeat: {list(head_specs)}")
     say = progress or (lambda msg: None)
-    train_ds, val_ds = _datasets(cfg, backbone_name)
+    splits = _datasets(cfg, backbone_name)
+    train_ds, val_ds = splits
     models = _probe_models(cfg, backbone_name, list(head_specs) or ["gap"], val_ds.num_classes, seed)
     backbone = next(iter(models.values())).backbone
     backbone_cost = {k: v for k, v in model_cost_cached(next(iter(models.values())), cfg.img_size).items()
@@ -303,13 +318,7 @@ def train_and_evaluate_probes(cfg, backbone_name: str, head_specs: Sequence[str]
              for spec, m in models.items()}
     device, batch = cfg.device, cfg.train_batch_size
     say(f"features {backbone_name} (seed {seed})")
-    cache = cfg.cache_dir or default_cache_dir()
-    feats = {}
-    for split, ds in (("train", train_ds), ("val", val_ds)):
-        key = feature_cache_key(backbone, backbone_name=backbone_name, dataset_spec=ds.spec, split=split,
-                                img_size=cfg.img_size, data_fingerprint=ds.fingerprint)
-        feats[split] = extract_features(backbone, ds, batch_size=batch, device=device, workers=cfg.workers,
-                                        cache_dir=cache, cache_key=key, progress=False)
+    feats = _probe_features(cfg, backbone, backbone_name, splits)
     say(f"probe {len(models)} heads on {backbone_name} features (seed {seed})")
     failed: Dict[str, BaseException] = {} if errors is None else errors
     outs = train_probes({spec: m.head for spec, m in models.items()}, feats["train"][0], feats["train"][1],
@@ -321,15 +330,15 @@ def train_and_evaluate_probes(cfg, backbone_name: str, head_specs: Sequence[str]
     rows = []
     if knn:
         say(f"k-NN baseline on {backbone_name} features (seed {seed})")
-        rows.append(_knn_row(cfg, backbone_name, seed, knn, feats, targets, train_ds, val_ds, backbone_cost))
+        rows.append(_knn_row(cfg, backbone_name, seed, knn, feats, targets, splits, backbone_cost))
     for spec, out in outs.items():
         say(f"evaluate {backbone_name} + {spec} (seed {seed})")
         try:
             logits = predict(out.model, feats["val"][0], batch_size=batch, device=device, class_embeddings=E[spec])
             logits_ema = predict(out.ema_model, feats["val"][0], batch_size=batch, device=device,
                                  class_embeddings=E[spec])
-            rows.append(_row(cfg, backbone_name, spec, seed, costs[spec], logits, logits_ema, targets, train_ds,
-                             val_ds, out, query_shift(queries_at_start[spec], out.model)))
+            rows.append(_row(cfg, backbone_name, spec, seed, costs[spec], Predictions(logits, targets, logits_ema),
+                             splits, out, query_shift(queries_at_start[spec], out.model)))
         except Exception as e:  # noqa: BLE001 (recorded per head when asked; the other heads keep their rows)
             if errors is None:
                 raise

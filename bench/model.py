@@ -3,6 +3,9 @@
 The backbone is made with ``num_classes=0, global_pool=""`` so that it returns its feature map (B, C, H, W)
 for CNNs or its tokens (B, L, C) for ViTs; nothing finds a classifier by guessing attribute names. A runner may
 call ``model.backbone`` once and feed the features to many heads.
+
+``assemble`` is the one place a model is put together (a head on an existing backbone); ``build_model`` creates
+the backbone and calls it, and so does every other part of the package that needs a model.
 """
 from __future__ import annotations
 
@@ -178,12 +181,25 @@ def load_checkpoint(model: HeadModel, path: str) -> None:
     _load_strict(model.head, convert_official_state_dict(head_sd), f"head {model.head.spec!r}", path)
 
 
-def build_model(backbone: str, head_spec: str, num_classes: int, pretrained: bool = False,
-                checkpoint: Optional[str] = None, img_size: Optional[int] = None) -> HeadModel:
-    """A timm backbone and a head from ``bench.heads``, joined. See the module docstring."""
-    bb = create_backbone(backbone, pretrained=pretrained, img_size=img_size)
-    head = create_head(head_spec, feature_width(bb), num_classes)
-    model = HeadModel(bb, head, backbone)
+def assemble(backbone: nn.Module, head_spec: str, num_classes: int, *, backbone_name: str = "",
+             checkpoint: Optional[str] = None) -> HeadModel:
+    """The one place a model is put together: a head from ``bench.heads`` (``head_spec``, sized to the backbone's
+    ``feature_width``) on ``backbone``, an existing feature extractor, joined in a ``HeadModel``; with
+    ``checkpoint``, its weights loaded (``load_checkpoint``).
+
+    The head draws its initial weights from the global random state as it is when this is called: callers that
+    build several heads on one backbone and want each as it would be alone restore that state before each call
+    (``bench.evaluation._probe_models``). Several heads may share one backbone module."""
+    head = create_head(head_spec, feature_width(backbone), num_classes)
+    model = HeadModel(backbone, head, backbone_name)
     if checkpoint:
         load_checkpoint(model, checkpoint)
     return model
+
+
+def build_model(backbone: str, head_spec: str, num_classes: int, pretrained: bool = False,
+                checkpoint: Optional[str] = None, img_size: Optional[int] = None) -> HeadModel:
+    """A timm backbone (``create_backbone``) and a head from ``bench.heads``, joined by ``assemble``. See the
+    module docstring."""
+    bb = create_backbone(backbone, pretrained=pretrained, img_size=img_size)
+    return assemble(bb, head_spec, num_classes, backbone_name=backbone, checkpoint=checkpoint)
