@@ -12,9 +12,20 @@ asks for many configurations).
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from .alloc import keep_freed_memory
+from .datasets import create_dataset
+from .evaluation import training_memory_format
+from .memory import PROCESS_START_S, head_kwargs
+from .model import HeadModel, assemble, create_backbone
+from .timing import sync
+from .training import adamw
 
 # Seconds a run spends after its last cell: the summary table and, with plots, matplotlib's import and the files.
 AFTER_CELLS_S = 1.0
@@ -31,20 +42,14 @@ WARMUP_ROUNDS, WARMUP_MAX_S, MIN_ROUNDS, MAX_ROUNDS = 3, 2.0, 5, 200
 LONG_ON_CPU_S = 15 * 60
 
 
-def _sync(device) -> None:
-    from .timing import sync
-
-    sync(device)
-
-
 def _seconds(fn, device, reps: int = 1) -> float:
     """Mean seconds of ``fn()`` over ``reps`` calls after one untimed call."""
     fn()
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(reps):
         fn()
-    _sync(device)
+    sync(device)
     return (time.perf_counter() - t0) / reps
 
 
@@ -64,7 +69,7 @@ class Calibration:
         self.cfg = cfg
         self.device = cfg.device
         self._backbones: dict = {}
-        self._heads: dict = {}
+        self._models: Dict[tuple, HeadModel] = {}
         self._times: Dict[tuple, float] = {}
         self._data: Dict[str, tuple] = {}
         self.build_s: Dict[str, float] = {}
@@ -72,8 +77,6 @@ class Calibration:
     # -- models -------------------------------------------------------------------------------------------------
     def backbone(self, name: str):
         if name not in self._backbones:
-            from .model import create_backbone
-
             t0 = time.perf_counter()
             bb = create_backbone(name, img_size=self.cfg.img_size).eval()  # random weights: the speed is the same
             self.build_s[name] = time.perf_counter() - t0
@@ -83,31 +86,27 @@ class Calibration:
     def features_shape(self, name: str) -> tuple:
         key = ("shape", name)
         if key not in self._times:
-            import torch
-
             with torch.no_grad():
                 x = torch.zeros(1, 3, self.cfg.img_size, self.cfg.img_size, device=self.device)
                 self._times[key] = tuple(self.backbone(name)(x).shape[1:])
         return self._times[key]
 
-    def head(self, backbone: str, spec: str):
+    def model(self, backbone: str, spec: str) -> HeadModel:
+        """The head ``spec`` on the (shared) backbone, on the device; its build time in ``build_s``."""
         key = (backbone, spec)
-        if key not in self._heads:
-            from .heads import create_head
-            from .model import feature_width
-
+        if key not in self._models:
+            bb = self.backbone(backbone)
             t0 = time.perf_counter()
-            head = create_head(spec, feature_width(self.backbone(backbone)), self.cfg.num_classes).to(self.device)
+            model = assemble(bb, spec, self.cfg.num_classes, backbone_name=backbone).to(self.device)
             self.build_s[f"{backbone}+{spec}"] = time.perf_counter() - t0
-            self._heads[key] = head
-        return self._heads[key]
+            self._models[key] = model
+        return self._models[key]
+
+    def head(self, backbone: str, spec: str):
+        return self.model(backbone, spec).head
 
     def _kwargs(self, head):
-        import torch
-
-        from .runner import _head_kwargs
-
-        return _head_kwargs(head, self.cfg.num_classes, self.device, torch.float32)
+        return head_kwargs(head, self.cfg.num_classes, self.device, torch.float32)
 
     # -- forward passes -----------------------------------------------------------------------------------------
     def forward(self, backbone: str, head: Optional[str], batch: int) -> float:
@@ -123,8 +122,6 @@ class Calibration:
     def _forward_direct(self, backbone: str, head: Optional[str], batch: int) -> float:
         key = ("fwd!", backbone, head, batch)
         if key not in self._times:
-            import torch
-
             bb = self.backbone(backbone)
             h = self.head(backbone, head) if head else None
             kw = self._kwargs(h) if h is not None else {}
@@ -142,8 +139,6 @@ class Calibration:
         CPU, bench.features)."""
         key = ("extract", backbone, batch)
         if key not in self._times:
-            import torch
-
             fmt = torch.channels_last if torch.device(self.device).type == "cpu" else torch.contiguous_format
             bb = self.backbone(backbone).to(memory_format=fmt)
             x = torch.rand(batch, 3, self.cfg.img_size, self.cfg.img_size, device=self.device).contiguous(
@@ -157,8 +152,6 @@ class Calibration:
         """Seconds of the head alone (eval) on a batch of the backbone's features."""
         key = ("hfwd", backbone, head, batch)
         if key not in self._times:
-            import torch
-
             h = self.head(backbone, head).eval()
             f = torch.randn(batch, *self.features_shape(backbone), device=self.device)
             kw = self._kwargs(h)
@@ -168,11 +161,6 @@ class Calibration:
 
     # -- training steps -----------------------------------------------------------------------------------------
     def _step(self, module, x, kw) -> float:
-        import torch
-
-        from .alloc import keep_freed_memory
-        from .training import adamw
-
         if torch.device(self.device).type == "cpu":
             keep_freed_memory()  # as training does (bench.alloc)
         module.train()
@@ -197,16 +185,8 @@ class Calibration:
         scaled by the forward passes' ratio."""
         key = ("step", backbone, head, batch)
         if key not in self._times:
-            import copy
-
-            import torch
-
-            from .evaluation import training_memory_format
-            from .model import HeadModel
-
             fmt = training_memory_format(self.device)
-            model = HeadModel(copy.deepcopy(self.backbone(backbone)), copy.deepcopy(self.head(backbone, head)),
-                              backbone).to(memory_format=fmt)
+            model = copy.deepcopy(self.model(backbone, head)).to(memory_format=fmt)  # its own backbone and head
             kw = self._kwargs(model.head)
             fwd_b = self.forward(backbone, head, batch)
             small = batch if 3 * fwd_b < DIRECT_STEP_S else min(batch, SMALL_BATCH)
@@ -221,10 +201,6 @@ class Calibration:
         """Seconds of one training step of the head alone on cached features (the probe protocol)."""
         key = ("hstep", backbone, head, batch)
         if key not in self._times:
-            import copy
-
-            import torch
-
             h = copy.deepcopy(self.head(backbone, head))
             f = torch.randn(batch, *self.features_shape(backbone), device=self.device)
             self._times[key] = self._step(h, f, self._kwargs(h))
@@ -235,8 +211,6 @@ class Calibration:
         """(items in the split, seconds per item read the first time, seconds per item read again)."""
         key = f"{split}-{augment}"
         if key not in self._data:
-            from .datasets import create_dataset
-
             ds = create_dataset(self.cfg.dataset, split, root=self.cfg.data_root, img_size=self.cfg.img_size,
                                 train_augment=augment)
             idx = list(range(min(4, len(ds))))
@@ -285,8 +259,6 @@ def _cost_cell_s(cfg, cell, cal: Calibration, counted: set) -> float:
         steps = [cal.head_step(cell.backbone, h, b) if probe else cal.train_step(cell.backbone, h, b)
                  for h in cell.heads]
         if getattr(cfg, "memory", False):  # a fresh process per figure: start-up, a warm-up at batch 2, the step
-            from .memory import PROCESS_START_S
-
             fwd = [cal.forward(cell.backbone, h, b) for h in cell.heads] + [bb]
             trn = steps + [cal.train_step(cell.backbone, "gap", b)]  # + the backbone alone (identity head)
             s += sum(2 * PROCESS_START_S + 2 * (f + t) for f, t in zip(fwd, trn))

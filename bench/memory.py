@@ -50,10 +50,15 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
+
+from .losses import compute_loss
+from .model import assemble, create_backbone
+from .timing import is_out_of_memory
+from .training import adamw
 
 MODES = ("infer", "train")
 PARTS = ("model", "backbone", "head")  # backbone + head; the backbone alone (identity head); the head on features
@@ -110,8 +115,6 @@ def make_targets(logits: torch.Tensor, loss: str) -> Optional[torch.Tensor]:
 
 def step_loss(out: torch.Tensor, targets: Optional[torch.Tensor], loss: str) -> torch.Tensor:
     """The scalar the training step differentiates (see ``make_targets``)."""
-    from .losses import compute_loss
-
     if loss == "features":
         return out.float().mean()
     return compute_loss(loss, out, targets)
@@ -159,8 +162,6 @@ class Step:
 
     def reset_optimizer(self) -> None:
         """A new AdamW (no state yet) over the trainable parameters, the flavour training uses on this device."""
-        from .training import adamw
-
         params = [p for p in self.model.parameters() if p.requires_grad]
         c = self.opt_cfg
         device = params[0].device if params else "cpu"
@@ -209,21 +210,18 @@ class HeadRecipe:
 
     def build(self) -> Tuple[nn.Module, Tuple[int, ...], dict]:
         """(module, the shape of one input item, head keyword arguments)."""
-        from .heads import create_head
-        from .model import HeadModel, create_backbone, feature_width
-
         image = (3, self.img_size, self.img_size)
         if self.part == "head":
-            with torch.device("meta"):
+            with torch.device("meta"):  # the backbone only for its features' shape: no memory, no compute
                 bb = create_backbone(self.backbone, img_size=self.img_size).eval()
                 shape = tuple(bb(torch.empty(1, *image)).shape[1:])  # (C, H, W) map or (L, C) tokens
-            head = create_head(self.head, feature_width(bb), self.num_classes)
+            head = assemble(bb, self.head, self.num_classes, backbone_name=self.backbone).head  # a real head
             return head, shape, head_kwargs(head, self.num_classes)
         bb = create_backbone(self.backbone, img_size=self.img_size)
         if self.part == "backbone":
             return bb, image, {}
-        head = create_head(self.head, feature_width(bb), self.num_classes)
-        return HeadModel(bb, head, self.backbone), image, head_kwargs(head, self.num_classes)
+        model = assemble(bb, self.head, self.num_classes, backbone_name=self.backbone)
+        return model, image, head_kwargs(model.head, self.num_classes)
 
 
 class KnownAllocation(nn.Module):
@@ -389,8 +387,6 @@ def _limit_address_space(limit_mib: float) -> None:
 
 def _child_main(job_path: str, out_path: str) -> None:
     """Entry point of a measuring process: read the job, measure, write the result as JSON."""
-    from .timing import is_out_of_memory
-
     with open(job_path, "rb") as f:
         job: MemoryJob = pickle.load(f)
     torch.set_num_threads(job.threads)
@@ -421,8 +417,6 @@ def measure_memory(job: MemoryJob, timeout_s: float = 3600.0) -> PeakMemory:
     if kind not in ("cpu", "cuda"):
         raise ValueError(f"cannot measure memory on device {job.device!r}; valid: cpu, cuda, cuda:N")
     if kind == "cuda":
-        from .timing import is_out_of_memory
-
         try:
             return measure_step(job)
         except Exception as e:

@@ -14,6 +14,7 @@ import os
 import sys
 from typing import Dict, Optional
 
+import timm
 import torch
 from torch import nn
 
@@ -56,7 +57,6 @@ def feature_width(backbone: nn.Module) -> int:
 
 
 def backbone_names(pattern: str = "*"):
-    import timm
     return timm.list_models(pattern)
 
 
@@ -81,8 +81,6 @@ def create_backbone(name: str, pretrained: bool = False, img_size: Optional[int]
     (one clear line when it cannot be reached); a pretrained backbone standardises its [0, 1] input with its own
     mean and std (``model.data_config``).
     """
-    import timm
-
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
         hint = ("; did you mean " + ", ".join(repr(c) for c in close) + "?") if close else \
