@@ -35,6 +35,7 @@ from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() on the Da
 from . import ddp
 from .alloc import keep_freed_memory
 from .features import AMP_DTYPES, _atomic_save, extract_features, feature_cache_key  # noqa: F401 (re-exported)
+from .heads._base import Head
 from .losses import LOSSES, REDUCTIONS, compute_loss
 
 CHECKPOINT_NAME = "last.pt"
@@ -153,8 +154,6 @@ def param_groups(model: nn.Module, weight_decay: float, query_lr: Optional[float
     """Optimizer groups: weight decay for the >= 2-D weights, none for biases and norm weights (1-D); frozen
     parameters (``requires_grad=False``) are left out. With ``query_lr``, the learnable queries of every head in
     the model (``Head.query_parameters``) form a third group with that learning rate and no weight decay."""
-    from .heads._base import Head
-
     queries = set()
     if query_lr is not None:
         queries = {id(p) for m in model.modules() if isinstance(m, Head) for p in m.query_parameters().values()}
@@ -232,45 +231,105 @@ def _column_index(columns: Optional[Sequence[int]], num: int) -> Optional[torch.
     return idx
 
 
+@dataclass
+class _Labels:
+    """What a training run's targets are: multi-hot over ``num_classes`` classes (``multilabel``, -1 unknown) or
+    class indices; the class embeddings (N, word_dim), one row per class, that a word-query head takes; and the
+    ``columns`` (class indices) trained on, None for every class."""
+
+    multilabel: bool
+    num_classes: int
+    class_embeddings: Optional[torch.Tensor] = None
+    columns: Optional[Sequence[int]] = None
+
+
+@dataclass
+class _RunOptions:
+    """How a training run goes, beside its hyper-parameters (``TrainConfig``): a progress bar, the checkpoint's
+    directory and whether to resume from it, the loader's worker processes, data-parallel over the process group
+    (``distributed``) and DDP's ``find_unused_parameters``."""
+
+    progress: bool = False
+    checkpoint_dir: Optional[str] = None
+    resume: bool = False
+    workers: int = 0
+    distributed: bool = False
+    find_unused_parameters: bool = False
+
+
+def _check_data(ds: Dataset, cfg: TrainConfig, labels: _Labels) -> None:
+    if cfg.loss == "ce" and labels.multilabel:
+        raise ValueError("loss 'ce' is for single-label data; this dataset is multi-label (use 'asl' or 'bce')")
+    if labels.columns is not None and not labels.multilabel:
+        raise ValueError("columns (a subset of the classes to train on) apply to multi-label data only")
+    if len(ds) == 0:
+        raise ValueError("the training split is empty")
+
+
+def _data_parallel(module: nn.Module, device: torch.device, find_unused_parameters: bool) -> nn.Module:
+    """``module`` in DistributedDataParallel. Parameters with requires_grad=False (fixed queries) are not DDP's
+    concern; ``find_unused_parameters`` is only for modules whose forward skips trainable parameters. Buffers are
+    averaged after each step (ddp.average_buffers_) rather than broadcast from rank 0 before each forward."""
+    no_forward_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
+                       inspect.signature(nn.parallel.DistributedDataParallel).parameters
+                       else {"broadcast_buffers": False})  # renamed in recent torch; both still sync at init
+    return nn.parallel.DistributedDataParallel(
+        module, device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=find_unused_parameters, **no_forward_sync)
+
+
 class _Trainer:
     """One training run of ``model`` on (input, target) pairs; shared by finetune and probe."""
 
-    def __init__(self, model: nn.Module, ds: Dataset, cfg: TrainConfig, *, multilabel: bool, num_classes: int,
-                 class_embeddings: Optional[torch.Tensor], columns: Optional[Sequence[int]], progress: bool,
-                 checkpoint_dir: Optional[str], workers: int, distributed: bool = False,
-                 find_unused_parameters: bool = False):
+    def __init__(self, model: nn.Module, ds: Dataset, cfg: TrainConfig, labels: _Labels, run: _RunOptions):
         # (features, targets) when ``ds`` is a TensorDataset of them trained without workers: batches are indexed
-        self.tensors = (tuple(ds.tensors) if isinstance(ds, TensorDataset) and workers == 0
+        self.tensors = (tuple(ds.tensors) if isinstance(ds, TensorDataset) and run.workers == 0
                         and len(ds.tensors) == 2 else None)
-        if cfg.loss == "ce" and multilabel:
-            raise ValueError("loss 'ce' is for single-label data; this dataset is multi-label (use 'asl' or 'bce')")
-        if columns is not None and not multilabel:
-            raise ValueError("columns (a subset of the classes to train on) apply to multi-label data only")
-        if len(ds) == 0:
-            raise ValueError("the training split is empty")
+        _check_data(ds, cfg, labels)
         # Data-parallel over the process group when asked and there is one; else one process (rank 0 of 1).
-        self.dist = ddp.current() if distributed else ddp.DistContext()
+        self.dist = ddp.current() if run.distributed else ddp.DistContext()
         W = self.dist.world_size
         if cfg.batch_size % W:
             raise ValueError(f"batch_size {cfg.batch_size} is the global batch and must be divisible by the number "
                              f"of processes ({W}); each process takes batch_size / {W}")
-        self.cfg, self.progress = cfg, progress and self.dist.is_main
-        self.device = cfg.resolved_device()
-        if self.dist.enabled and self.device.type == "cuda":
-            self.device = torch.device("cuda", self.dist.local_rank)  # one GPU per process, whatever cfg.device
-            torch.cuda.set_device(self.device)
-        if self.dist.enabled and self.device.type != "cuda" and torch.distributed.get_backend() == "nccl":
-            raise ValueError(f"the process group uses NCCL, which needs CUDA, but training runs on {self.device}")
+        self.cfg, self.progress = cfg, run.progress and self.dist.is_main
+        self.device = self._place()
         self.module = model.to(self.device)  # the model itself; self.model is its DDP wrapper when distributed
         self.model = self.module
-        self.cols = _column_index(columns, num_classes)
-        self.head_kwargs = {}
-        if class_embeddings is not None:
-            if class_embeddings.dim() != 2 or class_embeddings.shape[0] != num_classes:
-                raise ValueError(f"class_embeddings must be (N={num_classes}, word_dim) with one row per class of "
-                                 f"the dataset, got shape {tuple(class_embeddings.shape)}")
-            E = class_embeddings if self.cols is None else class_embeddings[self.cols]  # (N', word_dim): seen ones
-            self.head_kwargs["class_embeddings"] = E.to(self.device)
+        self.cols = _column_index(labels.columns, labels.num_classes)
+        self.head_kwargs = self._head_kwargs(labels)
+        self._loader(ds, run.workers)
+        if self.dist.enabled:
+            self.model = _data_parallel(self.module, self.device, run.find_unused_parameters)
+        self._optimization(model, steps=len(self.loader))
+        self.ema = ModelEMA(self.module, cfg.ema_decay)  # after DDP's broadcast: the same start on every rank
+        self.path = os.path.join(run.checkpoint_dir, CHECKPOINT_NAME) if run.checkpoint_dir else None
+        self.epoch, self.history, self.train_s = 0, [], 0.0
+
+    def _place(self) -> torch.device:
+        """The device this process trains on: ``cfg.device``, or under DDP on CUDA its own GPU."""
+        device = self.cfg.resolved_device()
+        if self.dist.enabled and device.type == "cuda":
+            device = torch.device("cuda", self.dist.local_rank)  # one GPU per process, whatever cfg.device
+            torch.cuda.set_device(device)
+        if self.dist.enabled and device.type != "cuda" and torch.distributed.get_backend() == "nccl":
+            raise ValueError(f"the process group uses NCCL, which needs CUDA, but training runs on {device}")
+        return device
+
+    def _head_kwargs(self, labels: _Labels) -> dict:
+        """The head's keyword arguments: the class embeddings of the classes trained on, on the device."""
+        E = labels.class_embeddings
+        if E is None:
+            return {}
+        if E.dim() != 2 or E.shape[0] != labels.num_classes:
+            raise ValueError(f"class_embeddings must be (N={labels.num_classes}, word_dim) with one row per class of "
+                             f"the dataset, got shape {tuple(E.shape)}")
+        E = E if self.cols is None else E[self.cols]  # (N', word_dim): the seen ones
+        return {"class_embeddings": E.to(self.device)}
+
+    def _loader(self, ds: Dataset, workers: int) -> None:
+        """The seeded sampler, loader and their generator of this process."""
+        cfg, W = self.cfg, self.dist.world_size
         # The loader's generator seeds the workers (augmentations): distinct per rank, rank 0's is the seed.
         self.generator = torch.Generator()
         self.generator.manual_seed(cfg.seed + 7919 * self.dist.rank)
@@ -283,30 +342,21 @@ class _Trainer:
         self.loader = DataLoader(ds, batch_size=cfg.batch_size // W, sampler=self.sampler, drop_last=drop_last,
                                  num_workers=workers, worker_init_fn=_seed_worker, generator=self.generator,
                                  pin_memory=self.device.type == "cuda")
-        steps = len(self.loader)
-        if steps == 0:
+        if len(self.loader) == 0:
             raise ValueError(f"the training split ({len(ds)} samples) gives no batch to each of {W} processes")
-        if self.dist.enabled:
-            # Parameters with requires_grad=False (fixed queries) are not DDP's concern; find_unused_parameters is
-            # only for modules whose forward skips trainable parameters. Buffers are averaged after each step
-            # (ddp.average_buffers_) rather than broadcast from rank 0 before each forward.
-            no_forward_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
-                               inspect.signature(nn.parallel.DistributedDataParallel).parameters
-                               else {"broadcast_buffers": False})  # renamed in recent torch; both still sync at init
-            self.model = nn.parallel.DistributedDataParallel(
-                self.module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=find_unused_parameters, **no_forward_sync)
+
+    def _optimization(self, model: nn.Module, steps: int) -> None:
+        """AdamW, its OneCycle schedule over ``steps`` batches per epoch, and the mixed precision's scaler."""
+        cfg = self.cfg
         groups = param_groups(model, cfg.weight_decay, query_lr=cfg.lr * cfg.query_lr_scale)
         self.optimizer = adamw(groups, self.device, lr=cfg.lr, betas=cfg.betas)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(  # max_lr per group: the queries' own
-            self.optimizer, max_lr=[g.get("lr", cfg.lr) for g in groups], epochs=cfg.epochs, steps_per_epoch=steps, pct_start=cfg.pct_start,
-            div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor, cycle_momentum=cfg.cycle_momentum)
+            self.optimizer, max_lr=[g.get("lr", cfg.lr) for g in groups], epochs=cfg.epochs, steps_per_epoch=steps,
+            pct_start=cfg.pct_start, div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor,
+            cycle_momentum=cfg.cycle_momentum)
         self.use_amp = self.device.type == "cuda" and cfg.amp != "off"
         self.amp_dtype = AMP_DTYPES.get(cfg.amp, torch.bfloat16)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and cfg.amp == "fp16")
-        self.ema = ModelEMA(self.module, cfg.ema_decay)  # after DDP's broadcast: the same start on every rank
-        self.path = os.path.join(checkpoint_dir, CHECKPOINT_NAME) if checkpoint_dir else None
-        self.epoch, self.history, self.train_s = 0, [], 0.0
 
     # -- checkpoints ------------------------------------------------------------------------------------------
     def save(self) -> None:
@@ -459,18 +509,14 @@ class _Trainer:
         return self.outcome()
 
 
-def _prepare(model, ds, cfg, *, multilabel, num_classes, class_embeddings, columns, progress, checkpoint_dir,
-             resume, workers, distributed=False, find_unused_parameters=False) -> "_Trainer":
-    """Seed, build the trainer and, with ``resume``, load its checkpoint: everything before the first step."""
+def _prepare(model: nn.Module, ds: Dataset, cfg: TrainConfig, labels: _Labels, run: _RunOptions) -> _Trainer:
+    """Seed, build the trainer and, with ``run.resume``, load its checkpoint: everything before the first step."""
     if cfg.resolved_device().type == "cpu":
         keep_freed_memory()  # the step's buffers stay mapped for the next step (bench.alloc)
     seed_everything(cfg.seed)
-    trainer = _Trainer(model, ds, cfg, multilabel=multilabel, num_classes=num_classes,
-                       class_embeddings=class_embeddings, columns=columns, progress=progress,
-                       checkpoint_dir=checkpoint_dir, workers=workers, distributed=distributed,
-                       find_unused_parameters=find_unused_parameters)
-    if resume:
-        if checkpoint_dir is None:
+    trainer = _Trainer(model, ds, cfg, labels, run)
+    if run.resume:
+        if run.checkpoint_dir is None:
             raise ValueError("resume=True needs a checkpoint_dir")
         found = os.path.isfile(trainer.path)
         ranks_found = int(ddp.all_reduce_sum(torch.tensor([float(found)])).item()) if trainer.dist.enabled else found
@@ -482,8 +528,8 @@ def _prepare(model, ds, cfg, *, multilabel, num_classes, class_embeddings, colum
     return trainer
 
 
-def _train(model, ds, cfg, **kwargs) -> TrainOutcome:
-    return _prepare(model, ds, cfg, **kwargs).run()
+def _train(model: nn.Module, ds: Dataset, cfg: TrainConfig, labels: _Labels, run: _RunOptions) -> TrainOutcome:
+    return _prepare(model, ds, cfg, labels, run).run()
 
 
 def train_finetune(model: nn.Module, train_ds: Dataset, cfg: TrainConfig, *,
@@ -515,10 +561,9 @@ def train_finetune(model: nn.Module, train_ds: Dataset, cfg: TrainConfig, *,
                          "class indices> (or columns=range(N) to train on every class deliberately)")
     multilabel = getattr(train_ds, "multilabel", True)
     num_classes = len(train_ds.class_names) if hasattr(train_ds, "class_names") else _infer_classes(model)
-    return _train(model, train_ds, cfg, multilabel=multilabel, num_classes=num_classes,
-                  class_embeddings=class_embeddings, columns=columns, progress=progress,
-                  checkpoint_dir=checkpoint_dir, resume=resume, workers=cfg.workers, distributed=True,
-                  find_unused_parameters=find_unused_parameters)
+    return _train(model, train_ds, cfg, _Labels(multilabel, num_classes, class_embeddings, columns),
+                  _RunOptions(progress=progress, checkpoint_dir=checkpoint_dir, resume=resume, workers=cfg.workers,
+                              distributed=True, find_unused_parameters=find_unused_parameters))
 
 
 def _infer_classes(model: nn.Module) -> int:
@@ -546,9 +591,9 @@ def train_probe(head: nn.Module, features: torch.Tensor, targets: torch.Tensor, 
     _check_features(features, targets)
     multilabel = targets.dim() == 2
     num_classes = targets.shape[1] if multilabel else _infer_classes(head)
-    return _train(head, TensorDataset(features, targets), cfg, multilabel=multilabel, num_classes=num_classes,
-                  class_embeddings=class_embeddings, columns=columns, progress=progress,
-                  checkpoint_dir=checkpoint_dir, resume=resume, workers=0)
+    labels = _Labels(multilabel, num_classes, class_embeddings, columns)
+    return _train(head, TensorDataset(features, targets), cfg, labels,
+                  _RunOptions(progress=progress, checkpoint_dir=checkpoint_dir, resume=resume, workers=0))
 
 
 class _RngStreams:
@@ -605,58 +650,64 @@ def train_probes(heads: Dict[str, nn.Module], features: torch.Tensor, targets: t
     streams = _RngStreams(cuda=cfg.resolved_device().type == "cuda")
     trainers: Dict[str, _Trainer] = {}
     for name, head in heads.items():
-        num_classes = targets.shape[1] if multilabel else _infer_classes(head)
-        trainers[name] = _prepare(head, ds, cfg, multilabel=multilabel, num_classes=num_classes,
-                                  class_embeddings=class_embeddings.get(name), columns=columns, progress=False,
-                                  checkpoint_dir=checkpoint_dirs.get(name), resume=resume, workers=0)
+        labels = _Labels(multilabel, targets.shape[1] if multilabel else _infer_classes(head),
+                         class_embeddings.get(name), columns)
+        trainers[name] = _prepare(head, ds, cfg, labels,
+                                  _RunOptions(checkpoint_dir=checkpoint_dirs.get(name), resume=resume, workers=0))
         streams.leave(name)  # the stream as train_probe would start (or resume) it
     live = dict(trainers)
-    device = next(iter(trainers.values())).device
     for epoch in range(min(t.epoch for t in trainers.values()), cfg.epochs):
         active = [n for n, t in live.items() if t.epoch == epoch]  # a head resumed further along waits
-        if not active:
-            continue
-        for name in active:
-            streams.enter(name)
-            live[name].begin_epoch()
-            streams.leave(name)
-        totals = {n: 0.0 for n in active}
-        seconds = {n: 0.0 for n in active}
-        steps, data_s = 0, 0.0
-        lead = live[active[0]]  # every trainer has the same sampler (same data, seed and batch size)
-        bar = tqdm(total=len(lead.loader), desc=f"epoch {epoch + 1}/{cfg.epochs} ({len(active)} heads)",
-                   disable=not progress, leave=False)
-        batches = lead.batches()
-        while True:
-            t0 = time.perf_counter()
-            batch = next(batches, None)
-            if batch is None:
-                break
-            x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
-            data_s += time.perf_counter() - t0
-            for name in list(active):
-                t0 = time.perf_counter()
-                streams.enter(name)
-                try:
-                    totals[name] += live[name].step(steps, x, y)
-                except Exception as e:  # noqa: BLE001 (a failed head is reported; the others go on)
-                    if errors is None:
-                        bar.close()
-                        raise
-                    errors[name] = e
-                    active.remove(name)
-                    del live[name]
-                finally:
-                    streams.leave(name)
-                seconds[name] += time.perf_counter() - t0
-            steps += 1
-            bar.update(1)
-        bar.close()
-        for name in active:
-            streams.enter(name)  # the checkpoint stores the head's own stream
-            live[name].end_epoch(totals[name], steps, seconds[name] + data_s / len(active))
-            streams.leave(name)
+        if active:
+            _probe_epoch(live, active, streams, progress, errors)
     return {name: t.outcome() for name, t in live.items()}
+
+
+def _probe_epoch(live: Dict[str, _Trainer], active: List[str], streams: _RngStreams, progress: bool,
+                 errors: Optional[Dict[str, BaseException]]) -> None:
+    """One epoch of the ``active`` heads (all at the same epoch) over the same batches, each step in the head's own
+    random stream (``train_probes``). A head that fails is removed from ``live`` and ``active`` and its exception
+    stored in ``errors`` (without ``errors`` it raises)."""
+    for name in active:
+        streams.enter(name)
+        live[name].begin_epoch()
+        streams.leave(name)
+    totals = {n: 0.0 for n in active}
+    seconds = {n: 0.0 for n in active}
+    steps, data_s = 0, 0.0
+    lead = live[active[0]]  # every trainer has the same sampler (same data, seed and batch size) and device
+    bar = tqdm(total=len(lead.loader), desc=f"epoch {lead.epoch + 1}/{lead.cfg.epochs} ({len(active)} heads)",
+               disable=not progress, leave=False)
+    batches = lead.batches()
+    while True:
+        t0 = time.perf_counter()
+        batch = next(batches, None)
+        if batch is None:
+            break
+        x, y = batch[0].to(lead.device, non_blocking=True), batch[1].to(lead.device, non_blocking=True)
+        data_s += time.perf_counter() - t0
+        for name in list(active):
+            t0 = time.perf_counter()
+            streams.enter(name)
+            try:
+                totals[name] += live[name].step(steps, x, y)
+            except Exception as e:  # noqa: BLE001 (a failed head is reported; the others go on)
+                if errors is None:
+                    bar.close()
+                    raise
+                errors[name] = e
+                active.remove(name)
+                del live[name]
+            finally:
+                streams.leave(name)
+            seconds[name] += time.perf_counter() - t0
+        steps += 1
+        bar.update(1)
+    bar.close()
+    for name in active:
+        streams.enter(name)  # the checkpoint stores the head's own stream
+        live[name].end_epoch(totals[name], steps, seconds[name] + data_s / len(active))
+        streams.leave(name)
 
 
 @torch.no_grad()
