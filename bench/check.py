@@ -45,7 +45,7 @@ from typing import Dict, Iterable, List, Mapping, Optional
 import numpy as np
 import pandas as pd
 
-from .results import KEY_COLUMNS, normalize_id
+from .results import KEY_COLUMNS, normalize_id, unique_rows
 
 
 @dataclass(frozen=True)
@@ -218,12 +218,7 @@ def compare(results: pd.DataFrame, baseline: pd.DataFrame, tolerances: Optional[
     ``metric, baseline, result, delta`` (result - baseline), ``tolerance`` (effective, in the metric's units),
     ``tolerance_text``, ``status`` (one of ``STATUSES``), ``result_run_id`` and ``note``.
     """
-    tolerances = dict(tolerances or {})
-    for m, t in tolerances.items():
-        if m not in METRIC_RULES:
-            raise _unknown_metric(m)
-        if isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)) or not t >= 0:
-            raise ValueError(f"tolerance for {m} must be a non-negative number; got {t!r}")
+    tolerances = _checked_tolerances(tolerances)
     metric_names = _metric_list(metrics, tolerances)
     keys = [c for c in KEY_COLUMNS if c in baseline.columns]
 
@@ -234,76 +229,116 @@ def compare(results: pd.DataFrame, baseline: pd.DataFrame, tolerances: Optional[
 
     rows = []
     for b_index, b_row in baseline.reset_index(drop=True).iterrows():
-        wanted = {c: _norm(b_row[c]) for c in keys if _norm(b_row[c]) != ""}
-        match = np.ones(len(ordered), dtype=bool)
-        for c, v in wanted.items():
-            match &= (result_ids[c] == v).to_numpy()
-        seeds = _seed_list(b_row["seeds"]) if "seeds" in baseline.columns else []
-        if seeds:  # a mean over seeds: the results' rows of those seeds
-            group = _latest_per_seed(ordered.iloc[np.flatnonzero(match)], seeds)
-            latest = group.iloc[-1] if len(group) else None
-        else:
-            group = None
-            latest = ordered.iloc[np.flatnonzero(match)[-1]] if match.any() else None
-        run_id = "" if latest is None or "run_id" not in ordered.columns else _norm(latest["run_id"])
-        ids = {c: ("" if _norm(b_row[c]) == "" else b_row[c]) for c in keys}
-
+        match = _match(b_row, keys, ordered, result_ids)
         for m in metric_names:
-            if m not in baseline.columns or _norm(b_row[m]) == "":
-                continue
-            base = _number(b_row[m])
-            if np.isnan(base):
-                raise ValueError(f"baseline row {b_index}: {m}={b_row[m]!r} is not a number")
-            rule = METRIC_RULES[m]
-            spec = tolerances.get(m, rule.tolerance)
-            tol = spec * abs(base) if rule.kind == "relative" else spec
-            widened = False
-            std = _number(b_row[f"{m}_std"]) if f"{m}_std" in baseline.columns else float("nan")
-            row = {**ids, "metric": m, "baseline": base, "result": np.nan, "delta": np.nan, "tolerance": tol,
-                   "tolerance_text": _fmt_tolerance(rule, spec, False),
-                   "status": "missing", "result_run_id": run_id, "note": ""}
-            if latest is None:
-                row["note"] = "no matching results row" + (f" for seeds {', '.join(seeds)}" if seeds else "")
-                rows.append(row)
-                continue
-            if group is not None:
-                values = pd.to_numeric(group[m], errors="coerce") if m in group.columns else pd.Series([], dtype=float)
-                have = sorted(group["_seed"][values.notna().to_numpy()])
-                values = values.dropna()
-                value = float(values.mean()) if len(values) else float("nan")
-                n_res = len(values)
-                rerun = (_number(b_row[f"{m}_rerun_std"]) if f"{m}_rerun_std" in baseline.columns
-                         else float("nan"))
-                floor = tol
-                if n_res == len(seeds) and not np.isnan(rerun) and rule.kind == "absolute":
-                    # the same seeds: each seed's difference is only the floating-point path's (threads, CPU)
-                    tol, widened = max(floor, SE_MULTIPLIER * rerun / np.sqrt(n_res)), True
-                    row["tolerance_text"] = (f"±{tol:.3g} (paired over {n_res} seeds: {SE_MULTIPLIER:g} SE of a "
-                                             f"rerun's spread {rerun:.3g}, at least {floor:g})")
-                elif not np.isnan(std) and rule.kind == "absolute" and n_res:
-                    # other seeds: the standard error of a difference of two means over seeds
-                    tol = max(floor, SE_MULTIPLIER * std * np.sqrt(1.0 / len(seeds) + 1.0 / n_res))
-                    widened = True
-                    row["tolerance_text"] = (f"±{tol:.3g} (unpaired: {SE_MULTIPLIER:g} SE; seed spread {std:.3g}, "
-                                             f"n {len(seeds)} vs {n_res})")
-                if n_res and n_res < len(seeds):
-                    row["note"] = f"mean of seeds {', '.join(have)} of the baseline's {', '.join(seeds)}"
-            else:
-                value = _number(latest[m]) if m in ordered.columns else float("nan")
-                if not np.isnan(std) and STD_MULTIPLIER * std > tol:
-                    tol, widened = STD_MULTIPLIER * std, True
-                    row["tolerance_text"] = _fmt_tolerance(rule, tol, True)
-            row["tolerance"] = tol
-            if np.isnan(value):
-                status = _norm(latest["status"]) if "status" in ordered.columns else ""
-                row["note"] = f"latest matching row has no {m}" + (f" (status {status})" if status else "")
-            else:
-                delta = value - base
-                row.update(result=value, delta=delta, status=_classify(rule, delta, tol, base))
-            rows.append(row)
+            if m in baseline.columns and _norm(b_row[m]) != "":
+                rows.append(_compare_metric(m, match, tolerances, b_index))
     if not rows:  # a check that compared nothing must not pass as "no regression"
         raise ValueError(_nothing_compared(baseline, metric_names))
     return pd.DataFrame(rows, columns=keys + RESULT_COLUMNS)
+
+
+def _checked_tolerances(tolerances: Optional[Mapping[str, float]]) -> Dict[str, float]:
+    """``tolerances`` as a dict, each a known metric's non-negative number (else ValueError)."""
+    tolerances = dict(tolerances or {})
+    for m, t in tolerances.items():
+        if m not in METRIC_RULES:
+            raise _unknown_metric(m)
+        if isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)) or not t >= 0:
+            raise ValueError(f"tolerance for {m} must be a non-negative number; got {t!r}")
+    return tolerances
+
+
+@dataclass
+class _Match:
+    """What one baseline row is compared with: ``latest``, the latest matching results row (None: none matches);
+    for a baseline row that is a mean over ``seeds``, ``group``, the latest ok row of each of those seeds (None
+    otherwise); the baseline row itself, its identifiers as written in the output and the run id of ``latest``."""
+
+    b_row: pd.Series
+    ids: Dict[str, object]
+    seeds: List[str]
+    group: Optional[pd.DataFrame]
+    latest: Optional[pd.Series]
+    run_id: str
+
+
+def _match(b_row: pd.Series, keys: List[str], ordered: pd.DataFrame, result_ids: Dict[str, pd.Series]) -> _Match:
+    """What the baseline row is compared with, of the results rows ``ordered`` oldest first (their identifiers
+    normalised in ``result_ids``): those that agree with it on each of its non-empty identifiers."""
+    wanted = {c: _norm(b_row[c]) for c in keys if _norm(b_row[c]) != ""}
+    match = np.ones(len(ordered), dtype=bool)
+    for c, v in wanted.items():
+        match &= (result_ids[c] == v).to_numpy()
+    seeds = _seed_list(b_row["seeds"]) if "seeds" in b_row.index else []
+    if seeds:  # a mean over seeds: the results' rows of those seeds
+        group = _latest_per_seed(ordered.iloc[np.flatnonzero(match)], seeds)
+        latest = group.iloc[-1] if len(group) else None
+    else:
+        group = None
+        latest = ordered.iloc[np.flatnonzero(match)[-1]] if match.any() else None
+    run_id = "" if latest is None or "run_id" not in ordered.columns else _norm(latest["run_id"])
+    ids = {c: ("" if _norm(b_row[c]) == "" else b_row[c]) for c in keys}
+    return _Match(b_row, ids, seeds, group, latest, run_id)
+
+
+def _compare_metric(m: str, match: _Match, tolerances: Mapping[str, float], b_index) -> dict:
+    """One row of ``compare``'s output: metric ``m`` of baseline row ``b_index`` against what it matched."""
+    b_row, latest = match.b_row, match.latest
+    base = _number(b_row[m])
+    if np.isnan(base):
+        raise ValueError(f"baseline row {b_index}: {m}={b_row[m]!r} is not a number")
+    rule = METRIC_RULES[m]
+    spec = tolerances.get(m, rule.tolerance)
+    tol = spec * abs(base) if rule.kind == "relative" else spec
+    std = _number(b_row[f"{m}_std"]) if f"{m}_std" in b_row.index else float("nan")
+    row = {**match.ids, "metric": m, "baseline": base, "result": np.nan, "delta": np.nan, "tolerance": tol,
+           "tolerance_text": _fmt_tolerance(rule, spec, False),
+           "status": "missing", "result_run_id": match.run_id, "note": ""}
+    if latest is None:
+        row["note"] = "no matching results row" + (f" for seeds {', '.join(match.seeds)}" if match.seeds else "")
+        return row
+    if match.group is not None:
+        value = _mean_over_seeds(m, rule, std, match, row)
+    else:
+        value = _number(latest[m]) if m in latest.index else float("nan")
+        if not np.isnan(std) and STD_MULTIPLIER * std > tol:
+            row.update(tolerance=STD_MULTIPLIER * std, tolerance_text=_fmt_tolerance(rule, STD_MULTIPLIER * std, True))
+    if np.isnan(value):
+        status = _norm(latest["status"]) if "status" in latest.index else ""
+        row["note"] = f"latest matching row has no {m}" + (f" (status {status})" if status else "")
+    else:
+        delta = value - base
+        row.update(result=value, delta=delta, status=_classify(rule, delta, row["tolerance"], base))
+    return row
+
+
+def _mean_over_seeds(m: str, rule: MetricRule, std: float, match: _Match, row: dict) -> float:
+    """The mean of ``m`` over the results' rows of the baseline row's seeds (NaN when none has it). Widens
+    ``row``'s tolerance to ``SE_MULTIPLIER`` standard errors of the difference (paired over the same seeds when all
+    are there and the baseline gives a rerun spread, else unpaired from the seeds' spread ``std``), never below
+    the metric's own; notes the seeds that are missing."""
+    group, seeds = match.group, match.seeds
+    values = pd.to_numeric(group[m], errors="coerce") if m in group.columns else pd.Series([], dtype=float)
+    have = sorted(group["_seed"][values.notna().to_numpy()])
+    values = values.dropna()
+    value = float(values.mean()) if len(values) else float("nan")
+    n_res = len(values)
+    rerun = _number(match.b_row[f"{m}_rerun_std"]) if f"{m}_rerun_std" in match.b_row.index else float("nan")
+    floor = row["tolerance"]
+    if n_res == len(seeds) and not np.isnan(rerun) and rule.kind == "absolute":
+        # the same seeds: each seed's difference is only the floating-point path's (threads, CPU)
+        tol = max(floor, SE_MULTIPLIER * rerun / np.sqrt(n_res))
+        row.update(tolerance=tol, tolerance_text=f"±{tol:.3g} (paired over {n_res} seeds: {SE_MULTIPLIER:g} SE of "
+                                                 f"a rerun's spread {rerun:.3g}, at least {floor:g})")
+    elif not np.isnan(std) and rule.kind == "absolute" and n_res:
+        # other seeds: the standard error of a difference of two means over seeds
+        tol = max(floor, SE_MULTIPLIER * std * np.sqrt(1.0 / len(seeds) + 1.0 / n_res))
+        row.update(tolerance=tol, tolerance_text=f"±{tol:.3g} (unpaired: {SE_MULTIPLIER:g} SE; seed spread "
+                                                 f"{std:.3g}, n {len(seeds)} vs {n_res})")
+    if n_res and n_res < len(seeds):
+        row["note"] = f"mean of seeds {', '.join(have)} of the baseline's {', '.join(seeds)}"
+    return value
 
 
 def _nothing_compared(baseline: pd.DataFrame, metric_names: List[str]) -> str:
@@ -330,8 +365,6 @@ def make_baseline(results: pd.DataFrame, metrics: Optional[List[str]] = None) ->
     times ``sqrt(1 + 1/k)`` for ``k`` rows per seed. A comparison on the same seeds is judged by it (paired), so
     a baseline made at two thread counts tolerates the floating-point spread between them, not the seeds'.
     """
-    from .results import unique_rows
-
     ok = results[results["status"].map(_norm) == "ok"] if "status" in results.columns else results
     if not len(ok):
         raise ValueError("no ok result rows to make a baseline from")
