@@ -8,119 +8,21 @@ each row as it arrives, so a run that fails halfway keeps what it made and ``--r
 """
 from __future__ import annotations
 
-import math
+import dataclasses
 import os
 import traceback
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
-from .results import (DEFAULT_RESULTS_DIR, ResultsWriter, environment, new_run_id, read_results, row_key,
-                      weights_label)
+from .config import DTYPES, build_config, default_threads, resolve_device  # noqa: F401  (the last two re-exported)
 from .knn import knn_label
-from .spec import canonical
+from .results import ResultsWriter, environment, read_results, row_key, weights_label
 
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-PROTOCOLS = ("finetune", "probe", "eval")
-
-
-def default_threads() -> int:
-    """``OMP_NUM_THREADS`` when it is set (the user's own limit), else the CPU cores this process may use (its
-    affinity mask where the OS has one)."""
-    env = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if env.isdigit() and int(env) >= 1:
-        return int(env)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` when torch sees a CUDA device, else ``"cpu"``; any other name is returned as given
-    (RunConfig validates it). Resolved once per run, so the header and every row name the device used."""
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-@dataclass
-class RunConfig:
-    """Everything a run needs, with the defaults of ``bench run``."""
-
-    heads: List[str] = field(default_factory=lambda: ["gap", "txdec", "mldecoder"])
-    backbones: List[str] = field(default_factory=lambda: ["resnet18"])
-    img_size: int = 224
-    num_classes: int = 80
-    batch_sizes: List[int] = field(default_factory=lambda: [1, 32])
-    device: str = "auto"  # resolved in __post_init__: "cuda" when available, else "cpu"
-    dtype: str = "fp32"
-    channels_last: bool = False
-    compile: bool = False
-    cost_only: bool = False
-    timing: bool = True  # measure at the batch sizes at all (off: params and MACs only)
-    latency: bool = True  # with timing: inference latency and throughput
-    memory: bool = True  # with timing: peak memory of inference and of a training step (bench.memory)
-    train_timing: bool = True  # with timing: the training step's time
-    min_time_s: float = 1.0
-    dataset: str = "scenes"
-    data_root: Optional[str] = None
-    protocol: str = "finetune"
-    epochs: int = 5
-    seeds: List[int] = field(default_factory=lambda: [0])
-    lr: Optional[float] = None
-    train_batch_size: int = 64
-    workers: int = 2
-    pretrained: bool = False
-    checkpoint: Optional[str] = None
-    cache_dir: Optional[str] = None
-    results_dir: str = DEFAULT_RESULTS_DIR
-    run_id: str = ""
-    threads: Optional[int] = None  # torch threads of every cell (None: this machine's cores); recorded in rows
-    knn: int = 0  # probe: also the k-nearest-neighbour baseline on the pooled features with this k (0: none)
-
-    def __post_init__(self):
-        from .heads import canonical_head_spec
-
-        self.heads = [canonical_head_spec(h) for h in self.heads]
-        self.dataset = canonical(self.dataset)
-        if self.dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {self.protocol!r}; valid: {', '.join(PROTOCOLS)}")
-        if self.threads is None:
-            self.threads = default_threads()
-        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
-            raise ValueError(f"threads must be a whole number >= 1, got {self.threads!r}")
-        if any(b < 1 for b in self.batch_sizes):
-            raise ValueError(f"batch sizes must be >= 1, got {self.batch_sizes}")
-        if isinstance(self.knn, bool) or not isinstance(self.knn, int) or self.knn < 0:
-            raise ValueError(f"knn must be a whole number >= 0 (0: no k-NN baseline), got {self.knn!r}")
-        if self.knn and self.protocol != "probe":
-            raise ValueError(f"the k-NN baseline (knn={self.knn}) runs on cached features: it needs --protocol probe, "
-                             f"not {self.protocol!r}")
-        if self.img_size < 8:
-            raise ValueError(f"img_size must be >= 8, got {self.img_size}")
-        self.device = resolve_device(self.device)
-        if self.device.startswith("cuda"):
-            import torch
-            if not torch.cuda.is_available():
-                raise ValueError(f"--device {self.device}: no CUDA device is available here (torch "
-                                 f"{torch.__version__}, cuda build: {torch.version.cuda or 'none'}); use --device cpu")
-        elif self.device != "cpu":
-            raise ValueError(f"unknown device {self.device!r}; valid: auto, cpu, cuda, cuda:N")
-        if not self.cost_only:  # training: N is the dataset's (its cost rows too)
-            from .datasets import dataset_num_classes
-
-            self.num_classes = dataset_num_classes(self.dataset, self.data_root)
-        if not self.run_id:
-            self.run_id = new_run_id()
-
-    @property
-    def results_path(self) -> str:
-        return os.path.join(self.results_dir, f"{self.run_id}.csv")
+# Transition: the configuration is ``bench.config.RunConfig`` (frozen; building one does no I/O) and
+# ``bench.config.resolve_config`` resolves its defaults. This name, kept for the callers that import it from here,
+# builds one from keywords, the rest resolved as ``bench run`` resolves them (``build_config``). In this module
+# ``RunConfig`` in an annotation means the configuration.
+RunConfig = build_config
 
 
 @dataclass

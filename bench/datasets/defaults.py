@@ -1,5 +1,10 @@
 """Per-dataset defaults of training runs (resolution, epochs, loader workers), shared by ``bench run``,
-``bench study`` and ``bench.distributed``."""
+``bench study`` and ``bench.distributed`` through ``dataset_defaults`` (``bench.config.resolve_config`` applies
+them)."""
+from typing import Dict
+
+# A dataset not listed below: ImageNet's resolution, ten epochs, two loader workers.
+GENERIC = dict(img_size=224, epochs=10, workers=2)
 
 DATASET_DEFAULTS = {
     "scenes": dict(img_size=64, epochs=5, workers=0),  # generated in-process faster than workers start; 64 px: the
@@ -16,3 +21,9 @@ DATASET_DEFAULTS = {
     # CPU cores; a full ML-Decoder probe step (K=100 queries, D=768) ~1.8 s there, so 3 epochs of the default 4000
     # images (~190 steps) are ~6 min per (backbone, seed)
 }
+
+
+def dataset_defaults(name: str) -> Dict[str, int]:
+    """The training defaults of the dataset called ``name`` (img_size, epochs, workers): its own where it has
+    them, else ``GENERIC``'s."""
+    return {**GENERIC, **DATASET_DEFAULTS.get(name, {})}

@@ -6,6 +6,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ..config import DEFAULTS, RunConfig, RunOptions, dataset_classes, resolve_config
 from ..registry import Registry
 
 STUDIES: Registry = Registry("study")
@@ -123,9 +124,9 @@ class Study:
     section: Optional[Callable[..., Tuple[str, List[str]]]] = None
 
     def configs(self, results_dir: str = "results/runs", **overrides) -> list:
-        """The RunConfigs of the study, every one writing to the study's own results file."""
-        from ..runner import RunConfig
-
+        """The RunConfigs of the study, every one writing to the study's own results file: each variation over
+        ``base``, the overrides given (not None) over both (the data options only where the variation trains),
+        the rest resolved by ``bench.config.resolve_config`` as for ``bench run``."""
         fields = {f.name for f in dataclasses.fields(RunConfig)}
         unknown = set(overrides) - fields
         if unknown:
@@ -138,13 +139,13 @@ class Study:
                 kw = {**self.base, **fixed, **{k: v for k, v in given.items() if k not in DATA_OPTIONS}}
             else:
                 kw = {**self.base, **fixed, **given}
-            if not kw.get("cost_only"):  # training: N is the dataset's
-                kw["num_classes"] = _dataset_classes(kw.get("dataset", "scenes"), kw.get("data_root"))
+            if not kw.get("cost_only"):  # training: N is the dataset's (the values computed below may use it)
+                kw["num_classes"] = _dataset_classes(kw.get("dataset", DEFAULTS["dataset"]), kw.get("data_root"))
             for k, v in var.items():  # values computed from the rest of the configuration
                 if callable(v) and k not in given:
                     kw[k] = v(kw)
             kw.update(results_dir=results_dir, run_id=f"study-{self.name}")
-            cfg = RunConfig(**kw)
+            cfg = resolve_config(RunOptions(**kw))
             key = repr(sorted(dataclasses.asdict(cfg).items()))
             if key not in seen:  # variations that collapse (e.g. N given by the data) run once
                 seen.add(key)
@@ -153,9 +154,7 @@ class Study:
 
 
 def _dataset_classes(spec: str, root) -> int:
-    from ..datasets import dataset_num_classes
-
-    return dataset_num_classes(spec, root)
+    return dataset_classes(spec, root)
 
 
 def register_study(study: Study) -> Study:
