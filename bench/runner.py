@@ -14,9 +14,16 @@ import traceback
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
+import torch
+
 from .config import DTYPES, build_config, default_threads, resolve_device  # noqa: F401  (the last two re-exported)
+from .evaluation import train_and_evaluate, train_and_evaluate_probes
+from .flops import model_cost_cached
 from .knn import knn_label
+from .memory import HeadRecipe, MemoryJob, Step, StepOutOfMemory, fits, head_kwargs, measure_memory_cached
+from .model import assemble, create_backbone
 from .results import ResultsWriter, environment, read_results, row_key, weights_label
+from .timing import is_out_of_memory, time_callable, time_interleaved, with_oom_backoff
 
 # Transition: the configuration is ``bench.config.RunConfig`` (frozen; building one does no I/O) and
 # ``bench.config.resolve_config`` resolves its defaults. This name, kept for the callers that import it from here,
@@ -91,14 +98,7 @@ def _torch_dtype(name: str):
     return getattr(torch, DTYPES[name])
 
 
-def _head_kwargs(head, num_classes: int, device, dtype) -> dict:
-    from .memory import head_kwargs
-
-    return head_kwargs(head, num_classes, device, dtype)
-
-
 def _check_forward(backbone, img_size: int, name: str):
-    import torch
     try:
         with torch.no_grad():
             return backbone(torch.zeros(1, 3, img_size, img_size))
@@ -110,23 +110,16 @@ def _check_forward(backbone, img_size: int, name: str):
 def run_cost_cell(cfg: RunConfig, cell: Cell, progress: Optional[Callable[[str], None]] = None) -> Iterator[dict]:
     """Params and MACs of each head on one backbone; then, at the cell's batch size, latency/throughput (the heads
     timed interleaved), peak memory of inference and of a training step, and the training step's time."""
-    import torch
-
-    from .flops import model_cost_cached
-    from .heads import create_head
-    from .model import HeadModel, create_backbone, feature_width
-    from .timing import time_callable, time_interleaved, with_oom_backoff
-
     backbone = create_backbone(cell.backbone, pretrained=cfg.pretrained, img_size=cfg.img_size).eval()
     _check_forward(backbone, cfg.img_size, cell.backbone)
-    models = {spec: HeadModel(backbone, create_head(spec, feature_width(backbone), cfg.num_classes), cell.backbone).eval()
+    models = {spec: assemble(backbone, spec, cfg.num_classes, backbone_name=cell.backbone).eval()
               for spec in cell.heads}
     costs = {}
     for spec, model in models.items():
         if progress:
             progress(f"counting {cell.backbone} + {spec}")
-        costs[spec] = model_cost_cached(model, cfg.img_size, _head_kwargs(model.head, cfg.num_classes, "cpu",
-                                                                       torch.float32))
+        costs[spec] = model_cost_cached(model, cfg.img_size, head_kwargs(model.head, cfg.num_classes, "cpu",
+                                                                      torch.float32))
     env = environment(cfg.device)
     if not cfg.timing:
         for spec in cell.heads:
@@ -138,43 +131,56 @@ def run_cost_cell(cfg: RunConfig, cell: Cell, progress: Optional[Callable[[str],
     rows = {spec: {**_row_ids(cfg, cell.backbone, spec, num_classes=cfg.num_classes, batch_size=bs),
                    **costs[spec], "status": "ok", **env} for spec in cell.heads}
     if cfg.latency:
-        device, dtype = torch.device(cfg.device), _torch_dtype(cfg.dtype)
-        fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        backbone.to(device=device, dtype=dtype, memory_format=fmt)
-        runners = {}
-        for spec, model in models.items():
-            model.head.to(device=device, dtype=dtype)
-            runners[spec] = torch.compile(model) if cfg.compile else model
-        bb_run = torch.compile(backbone) if cfg.compile else backbone
-        if progress:
-            progress(f"timing {cell.backbone} at batch {bs}")
-
-        def measure(b: int):
-            x = torch.rand(b, 3, cfg.img_size, cfg.img_size, device=device, dtype=dtype).contiguous(memory_format=fmt)
-            kw = {s: _head_kwargs(m.head, cfg.num_classes, device, dtype) for s, m in models.items()}
-            with torch.no_grad():
-                feats = backbone(x)
-                t_bb = time_callable(lambda: bb_run(x), device=cfg.device, min_time_s=cfg.min_time_s)
-                t_head = time_interleaved({s: (lambda s=s: models[s].head(feats, **kw[s])) for s in models},
-                                          device=cfg.device, min_time_s=cfg.min_time_s)
-                t_e2e = time_interleaved({s: (lambda s=s: runners[s](x, **kw[s])) for s in models},
-                                         device=cfg.device, min_time_s=cfg.min_time_s)
-            return t_bb, t_head, t_e2e
-
-        (t_bb, t_head, t_e2e), used = with_oom_backoff(measure, bs)
-        for spec in cell.heads:
-            t = t_e2e[spec]
-            rows[spec].update({"batch_size_requested": bs if used != bs else "",
-                               "latency_ms_p50": t.median_ms, "latency_ms_iqr": t.iqr_ms, "latency_n": t.n,
-                               "throughput_img_s": used * 1000.0 / t.median_ms,
-                               "backbone_ms_p50": t_bb.median_ms, "backbone_ms_iqr": t_bb.iqr_ms,
-                               "head_ms_p50": t_head[spec].median_ms, "head_ms_iqr": t_head[spec].iqr_ms,
-                               **({"batch_size": used} if used != bs else {})})
+        for spec, extra in _latency_columns(cfg, cell, models, backbone, progress).items():
+            rows[spec].update(extra)
     if cfg.memory or cfg.train_timing:
         batch = int(next(iter(rows.values()))["batch_size"])
         for spec, extra in _memory_and_training(cfg, cell, models, backbone, batch, progress).items():
             rows[spec].update(extra)
     yield from rows.values()
+
+
+def _latency_columns(cfg: RunConfig, cell: Cell, models: dict, backbone,
+                     progress: Optional[Callable[[str], None]] = None) -> Dict[str, dict]:
+    """The inference columns of each head's row at the cell's batch: latency and throughput of the whole model,
+    the backbone's and the head's own time (the heads timed interleaved), in the run's device, dtype and memory
+    format. A batch that does not fit is halved until one does: the row's ``batch_size`` is then the one timed and
+    ``batch_size_requested`` the cell's."""
+    bs = cell.batch_size
+    device, dtype = torch.device(cfg.device), _torch_dtype(cfg.dtype)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    backbone.to(device=device, dtype=dtype, memory_format=fmt)
+    runners = {}
+    for spec, model in models.items():
+        model.head.to(device=device, dtype=dtype)
+        runners[spec] = torch.compile(model) if cfg.compile else model
+    bb_run = torch.compile(backbone) if cfg.compile else backbone
+    if progress:
+        progress(f"timing {cell.backbone} at batch {bs}")
+
+    def measure(b: int):
+        x = torch.rand(b, 3, cfg.img_size, cfg.img_size, device=device, dtype=dtype).contiguous(memory_format=fmt)
+        kw = {s: head_kwargs(m.head, cfg.num_classes, device, dtype) for s, m in models.items()}
+        with torch.no_grad():
+            feats = backbone(x)
+            t_bb = time_callable(lambda: bb_run(x), device=cfg.device, min_time_s=cfg.min_time_s)
+            t_head = time_interleaved({s: (lambda s=s: models[s].head(feats, **kw[s])) for s in models},
+                                      device=cfg.device, min_time_s=cfg.min_time_s)
+            t_e2e = time_interleaved({s: (lambda s=s: runners[s](x, **kw[s])) for s in models},
+                                     device=cfg.device, min_time_s=cfg.min_time_s)
+        return t_bb, t_head, t_e2e
+
+    (t_bb, t_head, t_e2e), used = with_oom_backoff(measure, bs)
+    out = {}
+    for spec in cell.heads:
+        t = t_e2e[spec]
+        out[spec] = {"batch_size_requested": bs if used != bs else "",
+                     "latency_ms_p50": t.median_ms, "latency_ms_iqr": t.iqr_ms, "latency_n": t.n,
+                     "throughput_img_s": used * 1000.0 / t.median_ms,
+                     "backbone_ms_p50": t_bb.median_ms, "backbone_ms_iqr": t_bb.iqr_ms,
+                     "head_ms_p50": t_head[spec].median_ms, "head_ms_iqr": t_head[spec].iqr_ms,
+                     **({"batch_size": used} if used != bs else {})}
+    return out
 
 
 _MULTILABEL: Dict[tuple, bool] = {}
@@ -198,6 +204,52 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
 
 
+@dataclass
+class _StepColumns:
+    """The memory and training-step columns of a cost cell's rows as they are filled in: per head its columns
+    (``out``), its error notes, the batch its training step fits at (``train_bs``; None: at none) and that step's
+    peak memory (``peaks``)."""
+
+    out: Dict[str, dict]
+    errors: Dict[str, List[str]]
+    train_bs: Dict[str, Optional[int]]
+    peaks: Dict[str, object]
+
+
+@dataclass
+class _MemoryJobs:
+    """The memory measurements of one cost cell (``bench.memory``: on the CPU each in a fresh process)."""
+
+    cfg: RunConfig
+    cell: Cell
+    loss: str
+    threads: int
+
+    def peak(self, head: Optional[str], mode: str, b: int):
+        """The ``PeakMemory`` of one ``mode`` step at batch ``b``: of the head's model (the head alone for a probe's
+        training step), or of the backbone alone (``head`` None)."""
+        cfg = self.cfg
+        part = "backbone" if head is None else ("head" if cfg.protocol == "probe" and mode == "train" else "model")
+        return measure_memory_cached(MemoryJob(
+            HeadRecipe(self.cell.backbone, head, cfg.num_classes, cfg.img_size, part), mode, b,
+            loss="features" if head is None else self.loss, device=cfg.device, dtype=cfg.dtype,
+            channels_last=cfg.channels_last, threads=self.threads))
+
+    def train_backoff(self, head: Optional[str], batch: int):
+        """(PeakMemory, batch) of the training step at the largest batch <= ``batch`` that fits."""
+        failed: List[int] = []  # batches known not to fit: larger ones are not tried in a new process
+
+        def attempt(b: int):
+            if failed and b >= min(failed):
+                raise StepOutOfMemory(f"train step at batch {b}: does not fit (batch {min(failed)} did not)")
+            try:
+                return self.peak(head, "train", b)
+            except StepOutOfMemory as err:
+                failed.append(err.failed_batch or b)  # the warm-up's batch when already that did not fit
+                raise
+        return with_oom_backoff(attempt, batch)
+
+
 def _memory_and_training(cfg: RunConfig, cell: Cell, models: dict, backbone, batch: int,
                          progress: Optional[Callable[[str], None]] = None) -> Dict[str, dict]:
     """The memory and training-step columns of each head's row at ``batch`` (see ``bench.memory``).
@@ -209,169 +261,171 @@ def _memory_and_training(cfg: RunConfig, cell: Cell, models: dict, backbone, bat
     training step is the head alone on backbone features. Nothing here fails the row: a step that fits at no batch
     gets ``train_status`` "oom", any other failure "error", the reason in ``error``.
     """
-    import torch
-
-    from .memory import HeadRecipe, MemoryJob, StepOutOfMemory, measure_memory_cached
-    from .timing import with_oom_backoff
-
-    probe = cfg.protocol == "probe"
     loss = _train_loss(cfg)
-    threads = torch.get_num_threads()
-    out: Dict[str, dict] = {spec: {} for spec in cell.heads}
-    errors: Dict[str, List[str]] = {spec: [] for spec in cell.heads}
-
-    def job(head: Optional[str], mode: str, b: int) -> MemoryJob:
-        part = "backbone" if head is None else ("head" if probe and mode == "train" else "model")
-        return MemoryJob(HeadRecipe(cell.backbone, head, cfg.num_classes, cfg.img_size, part), mode, b,
-                         loss="features" if head is None else loss, device=cfg.device, dtype=cfg.dtype,
-                         channels_last=cfg.channels_last, threads=threads)
-
-    def train_backoff(head: Optional[str]):
-        """(PeakMemory, batch) of the training step at the largest batch <= ``batch`` that fits."""
-        failed: List[int] = []  # batches known not to fit: larger ones are not tried in a new process
-
-        def attempt(b: int):
-            if failed and b >= min(failed):
-                raise StepOutOfMemory(f"train step at batch {b}: does not fit (batch {min(failed)} did not)")
-            try:
-                return measure_memory_cached(job(head, "train", b))
-            except StepOutOfMemory as err:
-                failed.append(err.failed_batch or b)  # the warm-up's batch when already that did not fit
-                raise
-        return with_oom_backoff(attempt, batch)
-
-    train_bs: Dict[str, Optional[int]] = {}  # head -> the batch its training step fits at (None: none)
-    peaks: Dict[str, object] = {}
+    jobs = _MemoryJobs(cfg, cell, loss, threads=torch.get_num_threads())
+    cols = _StepColumns({spec: {} for spec in cell.heads}, {spec: [] for spec in cell.heads}, {}, {})
     for spec in cell.heads:
-        r, e = out[spec], errors[spec]
         if cfg.memory:
             if progress:
                 progress(f"memory of {cell.backbone} + {spec} at batch {batch}")
-            try:
-                r["mem_infer_peak_mib"] = (p := measure_memory_cached(job(spec, "infer", batch))).peak_mib
-                r["mem_infer_reserved_mib"] = p.reserved_mib
-                r["mem_infer_backbone_mib"] = measure_memory_cached(job(None, "infer", batch)).peak_mib
-            except (StepOutOfMemory, RuntimeError) as err:
-                e.append(f"inference memory: {_first_line(err)}")
-            try:
-                peaks[spec], train_bs[spec] = train_backoff(spec)
-                r.update(mem_train_peak_mib=peaks[spec].peak_mib, mem_train_reserved_mib=peaks[spec].reserved_mib,
-                         train_batch_size=train_bs[spec], train_status="ok")
-                if train_bs[spec] != batch:
-                    e.append(f"training step: out of memory at batch {batch}; measured at {train_bs[spec]}")
-            except StepOutOfMemory as err:
-                train_bs[spec] = None
-                r["train_status"] = "oom"
-                e.append(f"training step: out of memory at every batch down to 1 ({_first_line(err)})")
-            except RuntimeError as err:
-                train_bs[spec] = None
-                r["train_status"] = "error"
-                e.append(f"training step memory: {_first_line(err)}")
-            if not probe and train_bs[spec] is not None:  # the backbone alone at the head's training batch
-                try:
-                    r["mem_train_backbone_mib"] = measure_memory_cached(job(None, "train", train_bs[spec])).peak_mib
-                except (StepOutOfMemory, RuntimeError) as err:
-                    e.append(f"backbone training memory: {_first_line(err)}")
+            _measure_memory(jobs, spec, batch, cols)
         else:
-            train_bs[spec] = batch
-
+            cols.train_bs[spec] = batch
     if cfg.train_timing:
-        _time_training(cfg, cell, models, backbone, batch, loss, train_bs, peaks, out, errors, progress)
+        _time_training(_TrainingSteps(cfg, models, backbone, loss), cell, batch, cols, progress)
     for spec in cell.heads:
-        if errors[spec]:
-            out[spec]["error"] = "; ".join(errors[spec])[:1000]
-    return out
+        if cols.errors[spec]:
+            cols.out[spec]["error"] = "; ".join(cols.errors[spec])[:1000]
+    return cols.out
 
 
-def _time_training(cfg: RunConfig, cell: Cell, models: dict, backbone, batch: int, loss: str,
-                   train_bs: Dict[str, Optional[int]], peaks: dict, out: Dict[str, dict],
-                   errors: Dict[str, List[str]], progress=None) -> None:
-    """Time the training steps that fit (see ``_memory_and_training``), filling ``out``."""
-    import torch
+def _measure_memory(jobs: _MemoryJobs, spec: str, batch: int, cols: _StepColumns) -> None:
+    """The memory columns of head ``spec``: its inference at ``batch`` and its training step at the largest batch
+    that fits, the backbone alone beside each; a figure that cannot be had is noted in its errors."""
+    r, e = cols.out[spec], cols.errors[spec]
+    try:
+        r["mem_infer_peak_mib"] = (p := jobs.peak(spec, "infer", batch)).peak_mib
+        r["mem_infer_reserved_mib"] = p.reserved_mib
+        r["mem_infer_backbone_mib"] = jobs.peak(None, "infer", batch).peak_mib
+    except (StepOutOfMemory, RuntimeError) as err:
+        e.append(f"inference memory: {_first_line(err)}")
+    try:
+        cols.peaks[spec], cols.train_bs[spec] = jobs.train_backoff(spec, batch)
+        r.update(mem_train_peak_mib=cols.peaks[spec].peak_mib, mem_train_reserved_mib=cols.peaks[spec].reserved_mib,
+                 train_batch_size=cols.train_bs[spec], train_status="ok")
+        if cols.train_bs[spec] != batch:
+            e.append(f"training step: out of memory at batch {batch}; measured at {cols.train_bs[spec]}")
+    except StepOutOfMemory as err:
+        cols.train_bs[spec] = None
+        r["train_status"] = "oom"
+        e.append(f"training step: out of memory at every batch down to 1 ({_first_line(err)})")
+    except RuntimeError as err:
+        cols.train_bs[spec] = None
+        r["train_status"] = "error"
+        e.append(f"training step memory: {_first_line(err)}")
+    if jobs.cfg.protocol != "probe" and cols.train_bs[spec] is not None:  # the backbone alone at that batch
+        try:
+            r["mem_train_backbone_mib"] = jobs.peak(None, "train", cols.train_bs[spec]).peak_mib
+        except (StepOutOfMemory, RuntimeError) as err:
+            e.append(f"backbone training memory: {_first_line(err)}")
 
-    from .memory import Step, fits
-    from .timing import is_out_of_memory, time_callable, time_interleaved, with_oom_backoff
 
-    probe = cfg.protocol == "probe"
-    image = (3, cfg.img_size, cfg.img_size)
-    alone = "(backbone alone)"  # not a head spec: specs have no spaces or parentheses at the start
-    feat_shape = None
-    if probe:
-        with torch.no_grad():
-            feat_shape = tuple(backbone.float().to(cfg.device)(torch.zeros(1, *image, device=cfg.device)).shape[1:])
+_ALONE = "(backbone alone)"  # the backbone's own training step: not a head spec (none starts with a parenthesis)
 
-    def make(name: str, b: int) -> Step:
+
+class _TrainingSteps:
+    """Makes the training steps a cost cell times (``bench.memory.Step``): a head's (the head alone on backbone
+    features under ``--protocol probe``, else its whole model) and the backbone's alone (``_ALONE``)."""
+
+    def __init__(self, cfg: RunConfig, models: dict, backbone, loss: str):
+        self.cfg, self.models, self.backbone, self.loss = cfg, models, backbone, loss
+        self.probe = cfg.protocol == "probe"
+        self.image = (3, cfg.img_size, cfg.img_size)
+        self.feat_shape = None
+        if self.probe:
+            with torch.no_grad():
+                self.feat_shape = tuple(backbone.float().to(cfg.device)(
+                    torch.zeros(1, *self.image, device=cfg.device)).shape[1:])
+
+    def make(self, name: str, b: int) -> Step:
+        cfg = self.cfg
         common = dict(mode="train", batch_size=b, device=cfg.device, dtype=cfg.dtype,
                       channels_last=cfg.channels_last)
-        if name == alone:
-            return Step(backbone, image, {}, loss="features", **common)
-        m = models[name]
-        kw = _head_kwargs(m.head, cfg.num_classes, "cpu", torch.float32)
-        if probe:
-            return Step(m.head, feat_shape, kw, loss=loss, **common)
-        return Step(m, image, kw, loss=loss, **common)
+        if name == _ALONE:
+            return Step(self.backbone, self.image, {}, loss="features", **common)
+        m = self.models[name]
+        kw = head_kwargs(m.head, cfg.num_classes, "cpu", torch.float32)
+        if self.probe:
+            return Step(m.head, self.feat_shape, kw, loss=self.loss, **common)
+        return Step(m, self.image, kw, loss=self.loss, **common)
 
-    todo: Dict[str, int] = {}
-    for spec in cell.heads:
-        b = train_bs.get(spec)
-        if b is None:
-            continue
-        if spec in peaks and not fits(peaks[spec]):
-            errors[spec].append(f"training step not timed: its {peaks[spec].peak_mib:.0f} MiB peak is more than "
-                                "this process can take now")
-            continue
-        todo[spec] = b
+
+def _time_training(steps: _TrainingSteps, cell: Cell, batch: int, cols: _StepColumns,
+                   progress: Optional[Callable[[str], None]] = None) -> None:
+    """Time the training steps that fit (see ``_memory_and_training``), filling ``cols``."""
+    todo = _steps_to_time(cell, cols)
     if not todo:
         return
-    if not probe:
-        todo[alone] = batch if batch in todo.values() else max(todo.values())
+    if not steps.probe:
+        todo[_ALONE] = batch if batch in todo.values() else max(todo.values())
     if progress:
         progress(f"timing training steps of {cell.backbone} at batch {batch}")
-    timings, used = {}, dict(todo)
-    try:
-        steps = {name: make(name, b) for name, b in todo.items()}
-        timings = time_interleaved(dict(steps), setup={n: s.zero_grad for n, s in steps.items()},
-                                   device=cfg.device, min_time_s=cfg.min_time_s, warmup=2)
-    except Exception as e:
-        if not is_out_of_memory(e):  # recorded in the rows; the rest of the cell stands
-            for spec in todo:
-                if spec != alone:
-                    out[spec]["train_status"] = "error"
-                    errors[spec].append(f"training step time: {_first_line(e)}")
-            return
-        steps = {}
-        for name, b in todo.items():  # one at a time, each with the latency's back-off
-
-            def one(bb: int, name=name):
-                s = make(name, bb)
-                try:
-                    return time_callable(s, device=cfg.device, min_time_s=cfg.min_time_s, warmup=2)
-                finally:
-                    s.zero_grad()
-            try:
-                timings[name], used[name] = with_oom_backoff(one, b)
-            except Exception as err:
-                if not is_out_of_memory(err):
-                    raise
-                if name != alone:
-                    out[name]["train_status"] = "oom"
-                    errors[name].append(f"training step time: out of memory ({_first_line(err)})")
-    finally:
-        for s in list(locals().get("steps", {}).values()):
-            s.zero_grad()
-            s.optimizer = None
-        for m in models.values():
-            m.eval()
-    bb_t = timings.get(alone)
+    timings, used = _time_steps(steps, todo, cols)
+    bb_t = timings.get(_ALONE)
     for spec in cell.heads:
         t = timings.get(spec)
         if t is None:
             continue
-        out[spec].update(train_step_ms_p50=t.median_ms, train_step_ms_iqr=t.iqr_ms, train_step_n=t.n,
-                         train_img_s=used[spec] * 1000.0 / t.median_ms, train_batch_size=used[spec])
-        out[spec].setdefault("train_status", "ok")
-        if bb_t is not None and used.get(alone) == used[spec]:
-            out[spec].update(train_step_backbone_ms_p50=bb_t.median_ms, train_step_backbone_ms_iqr=bb_t.iqr_ms)
+        cols.out[spec].update(train_step_ms_p50=t.median_ms, train_step_ms_iqr=t.iqr_ms, train_step_n=t.n,
+                              train_img_s=used[spec] * 1000.0 / t.median_ms, train_batch_size=used[spec])
+        cols.out[spec].setdefault("train_status", "ok")
+        if bb_t is not None and used.get(_ALONE) == used[spec]:
+            cols.out[spec].update(train_step_backbone_ms_p50=bb_t.median_ms, train_step_backbone_ms_iqr=bb_t.iqr_ms)
+
+
+def _steps_to_time(cell: Cell, cols: _StepColumns) -> Dict[str, int]:
+    """``{head: batch}`` of the heads whose training step fits (at that batch) in this process now."""
+    todo: Dict[str, int] = {}
+    for spec in cell.heads:
+        b = cols.train_bs.get(spec)
+        if b is None:
+            continue
+        if spec in cols.peaks and not fits(cols.peaks[spec]):
+            cols.errors[spec].append(f"training step not timed: its {cols.peaks[spec].peak_mib:.0f} MiB peak is more "
+                                     "than this process can take now")
+            continue
+        todo[spec] = b
+    return todo
+
+
+def _time_steps(steps: _TrainingSteps, todo: Dict[str, int], cols: _StepColumns) -> tuple:
+    """(timings, the batch each was timed at) of the steps ``todo``: interleaved; when they do not fit together,
+    one at a time, each with the latency's back-off. A failure other than out of memory marks the heads' rows."""
+    cfg = steps.cfg
+    timings, used, interleaved = {}, dict(todo), {}
+    try:
+        interleaved = {name: steps.make(name, b) for name, b in todo.items()}
+        timings = time_interleaved(dict(interleaved), setup={n: s.zero_grad for n, s in interleaved.items()},
+                                   device=cfg.device, min_time_s=cfg.min_time_s, warmup=2)
+    except Exception as e:
+        if not is_out_of_memory(e):  # recorded in the rows; the rest of the cell stands
+            for spec in todo:
+                if spec != _ALONE:
+                    cols.out[spec]["train_status"] = "error"
+                    cols.errors[spec].append(f"training step time: {_first_line(e)}")
+            return {}, used
+        interleaved = {}  # their memory freed before the steps are tried alone
+        timings = _time_one_by_one(steps, todo, used, cols)
+    finally:
+        for s in interleaved.values():
+            s.zero_grad()
+            s.optimizer = None
+        for m in steps.models.values():
+            m.eval()
+    return timings, used
+
+
+def _time_one_by_one(steps: _TrainingSteps, todo: Dict[str, int], used: Dict[str, int], cols: _StepColumns) -> dict:
+    """Timings of the steps ``todo`` one at a time, each halved on out of memory (the batch timed in ``used``)."""
+    cfg = steps.cfg
+    timings = {}
+    for name, b in todo.items():
+
+        def one(bb: int, name=name):
+            s = steps.make(name, bb)
+            try:
+                return time_callable(s, device=cfg.device, min_time_s=cfg.min_time_s, warmup=2)
+            finally:
+                s.zero_grad()
+        try:
+            timings[name], used[name] = with_oom_backoff(one, b)
+        except Exception as err:
+            if not is_out_of_memory(err):
+                raise
+            if name != _ALONE:
+                cols.out[name]["train_status"] = "oom"
+                cols.errors[name].append(f"training step time: out of memory ({_first_line(err)})")
+    return timings
 
 
 # ------------------------------------------------------------------------------------------- accuracy cells
@@ -380,8 +434,6 @@ def run_accuracy_cell(cfg: RunConfig, cell: Cell, progress: Optional[Callable[[s
     """Train (per protocol) and evaluate the cell's heads on one (backbone, seed); one row per head with cost and
     accuracy columns. A probe cell trains its heads together; a head that fails there leaves the others' rows
     and raises after them (``execute_cell`` then records an error row for it)."""
-    from .evaluation import train_and_evaluate, train_and_evaluate_probes
-
     if cfg.protocol != "probe":
         for head in cell.heads:
             yield train_and_evaluate(cfg, cell.backbone, head, cell.seed, progress=progress)
@@ -397,8 +449,6 @@ def execute_cell(cfg: RunConfig, cell: Cell, progress: Optional[Callable[[str], 
     """Run one cell with ``cfg.threads`` torch threads and return its rows; an error becomes one row per expected
     key with status 'error'. A row whose identifiers are not one of the cell's planned keys is a bug (resuming
     would never see it as done) and raises."""
-    import torch
-
     fn = run_cost_cell if cell.kind == "cost" else run_accuracy_cell
     rows: List[dict] = []
     planned = {row_key(k) for k in cell_keys(cfg, cell)}
