@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() on the DataLoader in __init__
 
 from .alloc import keep_freed_memory
+from .interrupt import deferred
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -64,8 +65,6 @@ def _atomic_save(obj, path: str) -> None:
     """torch.save to a temporary file in the same folder, then rename over ``path`` (atomic on POSIX). A stop
     signal that arrives meanwhile waits until the file is complete (``bench.interrupt.deferred``): raised inside
     torch.save it would come out as a RuntimeError of its writer, and the run would record a failed cell."""
-    from .interrupt import deferred
-
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
