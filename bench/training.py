@@ -244,7 +244,7 @@ class _Labels:
 
 
 @dataclass
-class _RunOptions:
+class _TrainerOptions:
     """How a training run goes, beside its hyper-parameters (``TrainConfig``): a progress bar, the checkpoint's
     directory and whether to resume from it, the loader's worker processes, data-parallel over the process group
     (``distributed``) and DDP's ``find_unused_parameters``."""
@@ -281,7 +281,7 @@ def _data_parallel(module: nn.Module, device: torch.device, find_unused_paramete
 class _Trainer:
     """One training run of ``model`` on (input, target) pairs; shared by finetune and probe."""
 
-    def __init__(self, model: nn.Module, ds: Dataset, cfg: TrainConfig, labels: _Labels, run: _RunOptions):
+    def __init__(self, model: nn.Module, ds: Dataset, cfg: TrainConfig, labels: _Labels, run: _TrainerOptions):
         # (features, targets) when ``ds`` is a TensorDataset of them trained without workers: batches are indexed
         self.tensors = (tuple(ds.tensors) if isinstance(ds, TensorDataset) and run.workers == 0
                         and len(ds.tensors) == 2 else None)
@@ -509,7 +509,8 @@ class _Trainer:
         return self.outcome()
 
 
-def _prepare(model: nn.Module, ds: Dataset, cfg: TrainConfig, labels: _Labels, run: _RunOptions) -> _Trainer:
+def _prepare(model: nn.Module, ds: Dataset, cfg: TrainConfig, labels: _Labels,
+             run: _TrainerOptions) -> _Trainer:
     """Seed, build the trainer and, with ``run.resume``, load its checkpoint: everything before the first step."""
     if cfg.resolved_device().type == "cpu":
         keep_freed_memory()  # the step's buffers stay mapped for the next step (bench.alloc)
@@ -528,7 +529,8 @@ def _prepare(model: nn.Module, ds: Dataset, cfg: TrainConfig, labels: _Labels, r
     return trainer
 
 
-def _train(model: nn.Module, ds: Dataset, cfg: TrainConfig, labels: _Labels, run: _RunOptions) -> TrainOutcome:
+def _train(model: nn.Module, ds: Dataset, cfg: TrainConfig, labels: _Labels, run: _TrainerOptions
+           ) -> TrainOutcome:
     return _prepare(model, ds, cfg, labels, run).run()
 
 
@@ -562,8 +564,9 @@ def train_finetune(model: nn.Module, train_ds: Dataset, cfg: TrainConfig, *,
     multilabel = getattr(train_ds, "multilabel", True)
     num_classes = len(train_ds.class_names) if hasattr(train_ds, "class_names") else _infer_classes(model)
     return _train(model, train_ds, cfg, _Labels(multilabel, num_classes, class_embeddings, columns),
-                  _RunOptions(progress=progress, checkpoint_dir=checkpoint_dir, resume=resume, workers=cfg.workers,
-                              distributed=True, find_unused_parameters=find_unused_parameters))
+                  _TrainerOptions(progress=progress, checkpoint_dir=checkpoint_dir, resume=resume,
+                                  workers=cfg.workers, distributed=True,
+                                  find_unused_parameters=find_unused_parameters))
 
 
 def _infer_classes(model: nn.Module) -> int:
@@ -593,7 +596,7 @@ def train_probe(head: nn.Module, features: torch.Tensor, targets: torch.Tensor, 
     num_classes = targets.shape[1] if multilabel else _infer_classes(head)
     labels = _Labels(multilabel, num_classes, class_embeddings, columns)
     return _train(head, TensorDataset(features, targets), cfg, labels,
-                  _RunOptions(progress=progress, checkpoint_dir=checkpoint_dir, resume=resume, workers=0))
+                  _TrainerOptions(progress=progress, checkpoint_dir=checkpoint_dir, resume=resume, workers=0))
 
 
 class _RngStreams:
@@ -652,8 +655,8 @@ def train_probes(heads: Dict[str, nn.Module], features: torch.Tensor, targets: t
     for name, head in heads.items():
         labels = _Labels(multilabel, targets.shape[1] if multilabel else _infer_classes(head),
                          class_embeddings.get(name), columns)
-        trainers[name] = _prepare(head, ds, cfg, labels,
-                                  _RunOptions(checkpoint_dir=checkpoint_dirs.get(name), resume=resume, workers=0))
+        options = _TrainerOptions(checkpoint_dir=checkpoint_dirs.get(name), resume=resume, workers=0)
+        trainers[name] = _prepare(head, ds, cfg, labels, options)
         streams.leave(name)  # the stream as train_probe would start (or resume) it
     live = dict(trainers)
     for epoch in range(min(t.epoch for t in trainers.values()), cfg.epochs):

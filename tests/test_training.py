@@ -347,11 +347,11 @@ def test_probe_batches_indexed_from_memory_equal_the_loaders():
         def __getitem__(self, i):
             return feats[i], targets[i]
 
-    from bench.training import _Labels, _RunOptions, _train
+    from bench.training import _Labels, _TrainerOptions, _train
 
     fast = train_probe(fresh_heads()[PROBE_HEADS[1]], feats, targets, cfg(), progress=False)
     slow = _train(fresh_heads()[PROBE_HEADS[1]], Pairs(), cfg(), _Labels(multilabel=True, num_classes=C),
-                  _RunOptions(progress=False, workers=0))
+                  _TrainerOptions(progress=False, workers=0))
     assert same_weights(fast, slow) and [h["loss"] for h in fast.history] == [h["loss"] for h in slow.history]
 
 
