@@ -328,9 +328,6 @@ def train_and_evaluate_probes(cfg, backbone_name: str, head_specs: Sequence[str]
                         resume=True, errors=None if errors is None else failed) if models else {}
     targets = feats["val"][1].numpy()  # extracted with the images, so skipped images are already accounted
     rows = []
-    if knn:
-        say(f"k-NN baseline on {backbone_name} features (seed {seed})")
-        rows.append(_knn_row(cfg, backbone_name, seed, knn, feats, targets, splits, backbone_cost))
     for spec, out in outs.items():
         say(f"evaluate {backbone_name} + {spec} (seed {seed})")
         try:
@@ -343,4 +340,7 @@ def train_and_evaluate_probes(cfg, backbone_name: str, head_specs: Sequence[str]
             if errors is None:
                 raise
             failed[spec] = e
+    if knn:  # after the heads, so that a table's first head (the one others are compared with) is a head
+        say(f"k-NN baseline on {backbone_name} features (seed {seed})")
+        rows.append(_knn_row(cfg, backbone_name, seed, knn, feats, targets, splits, backbone_cost))
     return rows
