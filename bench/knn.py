@@ -5,7 +5,8 @@ Each feature map is pooled to one vector (the mean over positions, what the line
 the neighbours are the ``k`` training images of highest cosine similarity, each voting with weight
 ``exp(similarity / temperature)`` for its labels. A class's score is its share of the weighted vote: the top-1
 class for single-label data, the ranking of each class for multi-label mAP. DINO's settings: k = 20,
-temperature 0.07. Nothing is fitted, so the result does not depend on the seed.
+temperature 0.07. Nothing is fitted: on pretrained (or given) weights the seed changes nothing; on a backbone
+started from random weights the seed sets those weights, hence the features.
 """
 from __future__ import annotations
 

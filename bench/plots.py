@@ -12,6 +12,9 @@ from typing import List, Sequence
 
 import numpy as np
 
+from .rows import ok_rows
+from .tables import primary_metric
+
 
 LOG_SPAN = 10.0  # max / min of an axis's data from which it is drawn logarithmic
 MAX_TICKS = 6
@@ -80,9 +83,7 @@ def accuracy_points(df) -> list:
     """One point per (backbone, head, img_size, dataset): accuracy mean/std over seeds, GMACs, throughput."""
     import pandas as pd
 
-    from .tables import primary_metric
-
-    ok = df[df["status"].astype(str) == "ok"]
+    ok = ok_rows(df)
     metric = primary_metric(ok)
     if metric is None:
         return []

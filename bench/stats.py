@@ -19,14 +19,16 @@ with fewer than two shared seeds: there is no spread to judge).
 anything: the reference must beat a chance level by a stated amount, and variants compared as "the same" must
 really differ in a measured column. A setting that fails a check is "uninformative", never "supported".
 
-numpy/pandas and scipy (the t quantile is ``scipy.stats.t.ppf``, imported where it is used); imports neither
-torch nor timm.
+Rows are read through ``bench.rows`` (numeric columns, accuracy rows); numpy/pandas and scipy (the t quantile is
+``scipy.stats.t.ppf``); imports neither torch nor timm.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from .rows import accuracy_rows, num as _num  # noqa: F401  (the statistics' rows are the rows view's)
 
 CONFIDENCE = 0.95
 TESTS = ("not_worse", "better")
@@ -193,26 +195,6 @@ def decide(d: Difference, test: str, margin: Optional[float] = None) -> Decision
 
 
 # ------------------------------------------------------------------------------------------ result rows
-
-def _num(df, col):
-    import pandas as pd
-
-    if col not in df.columns:
-        return pd.Series(float("nan"), index=df.index)
-    return pd.to_numeric(df[col], errors="coerce")
-
-
-def accuracy_rows(df):
-    """Rows of trained-and-evaluated cells (they carry a seed), status ok; a cell measured twice (same
-    identifiers) counts once, the latest row."""
-    from .results import KEY_COLUMNS
-
-    if not len(df):
-        return df
-    ok = df[df["status"].astype(str) == "ok"] if "status" in df.columns else df
-    acc = ok[_num(ok, "seed").notna()]
-    return acc.drop_duplicates([c for c in KEY_COLUMNS if c in acc.columns], keep="last")
-
 
 def _spec_key(text: str):
     from .spec import parse_spec

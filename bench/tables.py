@@ -5,15 +5,15 @@ from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
 
+from .rows import metric_of
+
 ACC_METRICS = ("map", "top1", "zsl_map", "gzsl_map", "cf1", "of1")
 
 
 def primary_metric(df) -> Optional[str]:
-    """The accuracy column a table or plot leads with: mAP for multi-label, top-1 for single-label."""
-    for m in ("map", "top1", "zsl_map"):
-        if m in df.columns and df[m].notna().any():
-            return m
-    return None
+    """The accuracy column a table or plot leads with: mAP for multi-label, top-1 for single-label, else the
+    zero-shot mAP."""
+    return metric_of(df, ("map", "top1", "zsl_map"))
 
 
 def summarize(df, group=("backbone", "head")) -> List[dict]:

@@ -10,9 +10,18 @@ stratified-bootstrap intervals, the probability of improvement over the linear p
 """
 from __future__ import annotations
 
+import math
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
+import numpy as np
+
+from .. import aggregate as agg
+from ..fmt import format_count
+from ..plots import plot_accuracy_vs_cost
+from ..rows import accuracy_rows, cost_rows, num as _num
+from ..stats import by_seed, evaluate, select, t_critical
+from ..tables import fmt_interval, md_table
 from ._base import SETTING, SMALL, Hypothesis, Study, register_study
 
 BACKBONES = ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"]
@@ -48,20 +57,12 @@ def _hypotheses() -> List[Hypothesis]:
     return out
 
 
-def _table(headers, rows) -> str:
-    from ..tables import md_table
-
-    return md_table(headers, rows)
+def _short(backbone: str) -> str:
+    return backbone.replace("tf_efficientnet_", "")
 
 
 def _interval(values) -> Tuple[float, float, float, int]:
     """(mean, low, high, n): the mean over seeds and its 95% Student-t interval."""
-    import math
-
-    import numpy as np
-
-    from ..stats import t_critical
-
     v = np.asarray([x for x in values if x == x], dtype=float)
     n = len(v)
     if n == 0:
@@ -84,25 +85,17 @@ def _cost_of(acc_rows, cost_rows, head: str) -> Dict[str, float]:
     """Head params and GMACs per image (from the accuracy rows: the k-NN baseline has no cost rows) and the
     training-step time (ms, batch 64, on features, from the cost rows) of ``head``, medians over the backbones
     of the rows given (one dataset's)."""
-    import numpy as np
-
-    from ..stats import _num, select
-
     out = {}
     for col, rows in (("params_head", acc_rows), ("gmacs_head", acc_rows), ("train_step_ms_p50", cost_rows)):
         sel = select(rows, {"head": head})
         v = _num(sel, col).dropna() if len(sel) else []
-        out[col] = float(np.median(v)) if len(v) else float("nan")
+        out[col] = float(np.median(v)) if len(v) else math.nan
     return out
 
 
-def _scores(acc, heads: List[str]) -> Tuple[Dict[str, list], List[str]]:
-    """``{head: (settings x seeds) scores}`` over the settings where every head has every seed, and the
-    settings' names; a setting's score is its dataset's metric."""
-    import numpy as np
-
-    from ..stats import _num, by_seed, select
-
+def _scores(acc, heads: List[str]) -> Tuple[Dict[str, np.ndarray], List[str]]:
+    """``{head: (settings x seeds) scores}`` over the settings where every head has at least two shared seeds,
+    and the settings' names; a setting's score is its dataset's metric."""
     settings, scores = [], {h: [] for h in heads}
     for ds, metric in METRICS.items():
         for bb in BACKBONES:
@@ -110,61 +103,67 @@ def _scores(acc, heads: List[str]) -> Tuple[Dict[str, list], List[str]]:
             seeds = sorted(set.intersection(*(set(s) for s in per_head.values()))) if per_head else []
             if len(seeds) < 2:
                 continue
-            settings.append(f"{bb.replace('tf_efficientnet_', '')} {ds.split('(')[0]}")
+            settings.append(f"{_short(bb)} {ds.split('(')[0]}")
             for h in heads:
                 scores[h].append([per_head[h][s] for s in seeds])
     n = min((len(r) for rows in scores.values() for r in rows), default=0)
     return {h: np.asarray([r[:n] for r in rows], dtype=float) for h, rows in scores.items()}, settings
 
 
-def section(df, out_dir: str, make_plots: bool = True) -> Tuple[str, List[str]]:
-    """The study's report section: leaderboard, per-setting intervals, aggregates, rank plot, Pareto plot."""
-    import numpy as np
-
-    from .. import aggregate as agg
-    from ..stats import _num, accuracy_rows, evaluate, select
-    from ..tables import fmt_interval
-
-    study = STUDY
-    acc = accuracy_rows(df)
-    ok = df[df["status"].astype(str) == "ok"]
-    cost_rows = ok[_num(ok, "batch_size").notna()]
-    heads = [h for h in HEADS + [KNN_HEAD] if len(select(acc, {"head": h}))]
-    out: List[str] = []
-    plots: List[str] = []
-    # 1. the leaderboard: per dataset, heads x backbones
-    costs: Dict[str, Dict[str, float]] = {}
+def _leaderboard(acc, costs, heads: List[str]) -> Tuple[List[str], Dict[str, float]]:
+    """One table per dataset, heads x backbones with each head's cost; and each head's GMACs, averaged over the
+    datasets (the Pareto plot's cost)."""
+    out, gmacs = [], {h: [] for h in heads}
     for ds, metric in METRICS.items():
         ds_acc = select(acc, {"dataset": ds})
         classes = _num(ds_acc, "num_classes").median()
-        ds_costs = {h: _cost_of(ds_acc, cost_rows[_num(cost_rows, "num_classes") == classes], h) for h in heads}
-        for h, c in ds_costs.items():  # the Pareto plot's cost: the mean over the datasets
-            costs.setdefault(h, {k: [] for k in c})
-            for k, v in c.items():
-                costs[h][k].append(v)
+        ds_cost = costs[_num(costs, "num_classes") == classes]
         rows = []
         for h in heads:
-            cells = []
-            for bb in BACKBONES:
-                m, lo, hi, n = _interval(_num(select(acc, {"head": h, "dataset": ds, "backbone": bb}), metric))
-                cells.append(_fmt_acc(m, lo, hi))
-            c = ds_costs[h]
+            c = _cost_of(ds_acc, ds_cost, h)
+            gmacs[h].append(c["gmacs_head"])
+            cells = [_fmt_acc(*_interval(_num(select(ds_acc, {"head": h, "backbone": bb}), metric))[:3])
+                     for bb in BACKBONES]
             rows.append([f"`{h}`"] + cells + [_count(c["params_head"]), _gmacs(c["gmacs_head"]),
                                                _ms(c["train_step_ms_p50"])])
-        chance = _num(select(acc, {"dataset": ds}), f"{metric}_chance").mean()
+        chance = _num(ds_acc, f"{metric}_chance").mean()
         out.append(f"**{ds.split('(')[0]}** (`{ds}`), {metric} (%), mean and 95% t-interval over seeds; chance "
-                   f"{chance:.1f}:\n\n" + _table(["head"] + [b.replace("tf_efficientnet_", "") for b in BACKBONES]
+                   f"{chance:.1f}:\n\n" + md_table(["head"] + [_short(b) for b in BACKBONES]
                                                    + ["head params", "head GMACs", "train step (ms)"], rows))
-    costs = {h: {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in c.items()}
-             for h, c in costs.items()}
-    out.append("Head params and GMACs per image at the dataset's classes; the "
-               "training step is forward, loss, backward and AdamW on cached features at batch 64 (median, "
-               "`train_step_ms_p50`). The k-NN baseline has no parameters; its GMACs are the similarities to the "
-               "training images.")
-    # 2. per-setting paired differences against the linear probe
-    verdicts = evaluate(study, df)
+    out.append("Head params and GMACs per image at the dataset's classes; the training step is forward, loss, "
+               "backward and AdamW on cached features at batch 64 (median, `train_step_ms_p50`). The k-NN baseline "
+               "has no parameters; its GMACs are the similarities to the training images.")
+    means = {h: float(np.nanmean(v)) if np.isfinite(v).any() else math.nan for h, v in gmacs.items()}
+    return out, means
+
+
+UNFIT = 2.0  # a head whose last-epoch training loss is this many times the linear probe's did not fit
+
+
+def _unfit(acc, heads: List[str]) -> str:
+    """The (head, setting) pairs whose training loss stayed above UNFIT times the linear probe's: in this budget
+    they did not fit the training split, so their scores speak of the recipe, not of the head."""
+    found = []
+    for ds in METRICS:
+        for bb in BACKBONES:
+            rows = select(acc, {"dataset": ds, "backbone": bb})
+            ref = _num(select(rows, {"head": LINEAR}), "train_loss").mean()
+            for h in heads:
+                loss = _num(select(rows, {"head": h}), "train_loss").mean()
+                if h != LINEAR and ref > 0 and loss > UNFIT * ref:
+                    found.append(f"`{h}` on {_short(bb)} {ds.split('(')[0]} ({loss:.0f} against {ref:.0f})")
+    if not found:
+        return (f"Every head fitted its training split at least as well as {UNFIT:g} times the linear probe's "
+                "last-epoch training loss.")
+    return (f"Did not fit the training split in this budget (last-epoch training loss, mean over seeds, above "
+            f"{UNFIT:g} times the linear probe's): " + "; ".join(found) + ". Their scores describe this recipe "
+            "(2 epochs at the probe learning rate), not what the head can do.")
+
+
+def _per_setting(df, heads: List[str]) -> str:
+    """Each head minus the linear probe per setting: the paired interval and the verdict of its hypothesis."""
     by_cell = {(v.hypothesis.variant["head"], v.hypothesis.variant["dataset"], v.setting.get("backbone")): v
-               for v in verdicts}
+               for v in evaluate(STUDY, df)}
     rows = []
     for h in heads:
         if h == LINEAR:
@@ -177,54 +176,63 @@ def section(df, out_dir: str, make_plots: bool = True) -> Tuple[str, List[str]]:
                 cells.append("—" if d is None or d.n == 0 else
                              f"{fmt_interval(d.mean, d.low, d.high)} {_word(v.outcome)}")
         rows.append([f"`{h}`"] + cells)
-    settings = [f"{b.replace('tf_efficientnet_', '')} {ds.split('(')[0]}" for ds in METRICS for b in BACKBONES]
-    out.append("Each head minus the linear probe (`gap(bn=True)`), paired by seed, mean and 95% interval, with the "
-               "verdict of *better than the linear probe* (margin 0, stated before the runs; *uninformative* when "
-               "the linear probe is within 10 points of chance):\n\n" + _table(["head"] + settings, rows))
-    # 3. across settings
-    scores, names = _scores(acc, heads)
-    if len(names) >= 2 and LINEAR in scores:
-        rows, points = [], []
-        iqms = agg.iqm(scores)
-        table = agg.mean_table(scores, names)
-        ranks = None
-        if len(names) >= agg.MIN_SETTINGS_RANKED and len(heads) >= 3:
-            ranks = agg.rank_test(table)
-        rank_of = dict(zip(ranks.methods, ranks.mean_ranks)) if ranks else {}
-        for h in sorted(heads, key=lambda h: -iqms[h].value):
-            e = iqms[h]
-            poi = agg.probability_of_improvement({h: scores[h], LINEAR: scores[LINEAR]}, h, LINEAR) \
-                if h != LINEAR else None
-            rows.append([f"`{h}`", f"{e.value:.1f} [{e.low:.1f}, {e.high:.1f}]",
-                         "—" if poi is None else f"{poi.value:.2f} [{poi.low:.2f}, {poi.high:.2f}]",
-                         f"{rank_of[h]:.2f}" if h in rank_of else "—"])
-            points.append(dict(head=h, cost=costs[h]["gmacs_head"], acc=e.value, low=e.low, high=e.high,
-                               n=e.n_runs * e.n_settings, metric="IQM of top-1 / mAP",
-                               interval="95% stratified-bootstrap interval"))
-        text = ("Across the settings (" + ", ".join(names) + f"; {scores[LINEAR].shape[1]} seeds each): the "
-                "interquartile mean of the scores (Fashion-MNIST top-1 and emoji mAP, both in points) with its "
-                "stratified-bootstrap 95% interval, the probability that a run of the head beats a run of the "
-                "linear probe on the same setting, P(head > linear), with its interval, and the mean rank over "
-                "settings (1 = best):\n\n"
-                + _table(["head", "IQM", "P(head > linear)", "mean rank"], rows))
-        if ranks is not None:
-            text += (f"\n\nFriedman test over {ranks.n_settings} settings: p = {ranks.pvalue:.3g}"
-                     + (f"; Nemenyi critical difference {ranks.cd:.2f} ranks at alpha {ranks.alpha:g}: heads joined "
-                        "by a bar in the rank plot are not told apart." if ranks.significant else
-                        " (not significant: the ranks do not tell the heads apart)."))
-        out.append(text)
-        if make_plots:
-            from ..plots import plot_accuracy_vs_cost
+    settings = [f"{_short(b)} {ds.split('(')[0]}" for ds in METRICS for b in BACKBONES]
+    return ("Each head minus the linear probe (`gap(bn=True)`), paired by seed, mean and 95% interval, with the "
+            "verdict of *better than the linear probe* (margin 0, stated before the runs; *uninformative* when the "
+            "linear probe is within 10 points of chance):\n\n" + md_table(["head"] + settings, rows))
 
-            if ranks is not None:
-                png, _ = agg.plot_ranks(ranks, os.path.join(out_dir, "probing_ranks"))
-                plots.append(os.path.basename(png))
-            pts = [p for p in points if p["cost"] == p["cost"] and p["cost"] > 0]
-            if pts:
-                files = plot_accuracy_vs_cost(pts, out_dir, "probing_pareto", "Frozen-feature probing: IQM over "
-                                              "settings against head GMACs", cost_label="head GMACs per image")
-                plots.append(os.path.basename(files[0]))
-    return "\n\n".join(out), plots
+
+def _aggregates(acc, heads: List[str], gmacs: Dict[str, float], out_dir: str,
+                make_plots: bool) -> Tuple[str, List[str]]:
+    """Across settings: IQM with stratified-bootstrap intervals, P(head > linear probe), the rank test; the rank
+    plot and the Pareto plot of the IQM against head GMACs."""
+    scores, names = _scores(acc, heads)
+    if len(names) < 2 or LINEAR not in scores:
+        return "", []
+    iqms = agg.iqm(scores)
+    ranks = agg.rank_test(agg.mean_table(scores, names)) \
+        if len(names) >= agg.MIN_SETTINGS_RANKED and len(heads) >= 3 else None
+    rank_of = dict(zip(ranks.methods, ranks.mean_ranks)) if ranks else {}
+    rows, points = [], []
+    for h in sorted(heads, key=lambda h: -iqms[h].value):
+        e = iqms[h]
+        poi = agg.probability_of_improvement(scores, h, LINEAR) if h != LINEAR else None
+        rows.append([f"`{h}`", f"{e.value:.1f} [{e.low:.1f}, {e.high:.1f}]",
+                     "—" if poi is None else f"{poi.value:.2f} [{poi.low:.2f}, {poi.high:.2f}]",
+                     f"{rank_of[h]:.2f}" if h in rank_of else "—"])
+        points.append(dict(head=h, cost=gmacs[h], acc=e.value, low=e.low, high=e.high, n=e.n_runs * e.n_settings,
+                           metric="IQM of top-1 / mAP", interval="95% stratified-bootstrap interval"))
+    text = ("Across the settings (" + ", ".join(names) + f"; {scores[LINEAR].shape[1]} seeds each): the interquartile "
+            "mean of the scores (Fashion-MNIST top-1 and emoji mAP, both in points) with its stratified-bootstrap 95% "
+            "interval, the probability that a run of the head beats a run of the linear probe on the same setting, "
+            "P(head > linear), with its interval, and the mean rank over settings (1 = best):\n\n"
+            + md_table(["head", "IQM", "P(head > linear)", "mean rank"], rows))
+    if ranks is not None:
+        text += (f"\n\nFriedman test over {ranks.n_settings} settings: p = {ranks.pvalue:.3g}"
+                 + (f"; Nemenyi critical difference {ranks.cd:.2f} ranks at alpha {ranks.alpha:g}: heads joined by "
+                    "a bar in the rank plot are not told apart." if ranks.significant else
+                    " (not significant: the ranks do not tell the heads apart)."))
+    plots = []
+    if make_plots:
+        if ranks is not None:
+            plots.append(os.path.basename(agg.plot_ranks(ranks, os.path.join(out_dir, "probing_ranks"))[0]))
+        pts = [p for p in points if p["cost"] == p["cost"] and p["cost"] > 0]
+        if pts:
+            plots.append(os.path.basename(plot_accuracy_vs_cost(
+                pts, out_dir, "probing_pareto", "Frozen-feature probing: IQM over settings against head GMACs",
+                cost_label="head GMACs per image")[0]))
+    return text, plots
+
+
+def section(df, out_dir: str, make_plots: bool = True) -> Tuple[str, List[str]]:
+    """The study's report section: leaderboard, per-setting intervals, aggregates, rank plot, Pareto plot."""
+    acc = accuracy_rows(df)
+    heads = [h for h in HEADS + [KNN_HEAD] if len(select(acc, {"head": h}))]
+    parts, gmacs = _leaderboard(acc, cost_rows(df), heads)
+    parts.append(_per_setting(df, heads))
+    parts.append(_unfit(acc, heads))
+    text, plots = _aggregates(acc, heads, gmacs, out_dir, make_plots)
+    return "\n\n".join(p for p in parts + [text] if p), plots
 
 
 def _word(outcome: str) -> str:
@@ -233,13 +241,11 @@ def _word(outcome: str) -> str:
 
 
 def _count(v: float) -> str:
-    from ..fmt import format_count
-
     return "—" if v != v else format_count(v)
 
 
 def _gmacs(v: float) -> str:
-    return "—" if v != v else f"{v:.4f}" if v < 0.1 else f"{v:.2f}"
+    return "—" if v != v else f"{v:.2g}" if v < 0.001 else f"{v:.4f}" if v < 0.1 else f"{v:.2f}"
 
 
 def _ms(v: float) -> str:
