@@ -43,16 +43,17 @@ def summarize(df, group=("backbone", "head")) -> List[dict]:
             r["head_ms"] = timed.loc[bs == bs.max(), "head_ms_p50"].astype(float).median()
             r["timing_batch"] = int(bs.max())
         if metric:
-            vals = pd.to_numeric(g[metric], errors="coerce").dropna()
-            r["metric"] = metric
+            metric_g = primary_metric(g) or metric  # a study over datasets mixes top-1 and mAP rows
+            vals = pd.to_numeric(g[metric_g], errors="coerce").dropna()
+            r["metric"] = metric_g
             r["acc_mean"] = vals.mean() if len(vals) else np.nan
             r["acc_std"] = vals.std(ddof=1) if len(vals) > 1 else np.nan
             r["n_seeds"] = len(vals)
-            ema = metric + "_ema"
+            ema = metric_g + "_ema"
             if ema in g.columns:
                 ev = pd.to_numeric(g[ema], errors="coerce").dropna()
                 r["acc_ema_mean"] = ev.mean() if len(ev) else np.nan
-            r["_by_seed"] = _by_seed(g, metric)
+            r["_by_seed"] = _by_seed(g, metric_g)
         rows.append(r)
     if metric:
         from .stats import paired_difference
