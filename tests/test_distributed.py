@@ -196,11 +196,10 @@ EQUIVALENCE = [("asl_sum", dict(grad_clip=0.5), 0.0),
 
 def first_step_gradients(kw, unknown, distributed):
     """The gradients of the first step's batch (the global one, from whichever ranks), after DDP's all-reduce."""
-    from bench.training import _Trainer
+    from bench.training import _Labels, _Trainer, _TrainerOptions
 
-    t = _Trainer(tiny_model(batchnorm=False), ToyDataset(n=20, unknown=unknown), cfg(**kw), multilabel=True,
-                 num_classes=C, class_embeddings=None, columns=None, progress=False, checkpoint_dir=None,
-                 workers=0, distributed=distributed)
+    t = _Trainer(tiny_model(batchnorm=False), ToyDataset(n=20, unknown=unknown), cfg(**kw),
+                 _Labels(multilabel=True, num_classes=C), _TrainerOptions(workers=0, distributed=distributed))
     t.sampler.set_epoch(0)
     x, y = next(iter(t.loader))
     loss, _ = t._step_loss(t.model(x), y)
@@ -316,13 +315,12 @@ def test_two_processes_with_global_batch_b_train_like_one_with_batch_b(train_ran
 
 def test_batch_size_must_divide_over_the_ranks(monkeypatch):
     import bench.ddp as d
-    from bench.training import _Trainer
+    from bench.training import _Labels, _Trainer, _TrainerOptions
 
     monkeypatch.setattr(d, "current", lambda: d.DistContext(rank=0, local_rank=0, world_size=2))  # checked first
     with pytest.raises(ValueError, match="divisible by the number of processes"):
-        _Trainer(tiny_model(), ToyDataset(n=24), cfg(batch_size=7), multilabel=True, num_classes=C,
-                 class_embeddings=None, columns=None, progress=False, checkpoint_dir=None, workers=0,
-                 distributed=True)
+        _Trainer(tiny_model(), ToyDataset(n=24), cfg(batch_size=7), _Labels(multilabel=True, num_classes=C),
+                 _TrainerOptions(workers=0, distributed=True))
 
 
 # -- the entry point ------------------------------------------------------------------------------------------
