@@ -11,7 +11,7 @@ import re
 import pytest
 import torch
 
-from bench.model import HeadModel, build_model, create_backbone, load_checkpoint_file
+from bench.model import HeadModel, assemble, build_model, create_backbone, load_checkpoint_file
 
 IMG = 64
 
@@ -101,6 +101,35 @@ def test_build_model(backbone, kwargs, feature_shape, head_spec):
         assert out.shape == (2, 7) and torch.isfinite(out).all()
         # The runner may compute features once and feed any head.
         torch.testing.assert_close(model.head(features), out)
+
+
+def _same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return list(sa) == list(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_assemble_puts_heads_on_one_backbone_each_as_build_model_makes_it(tmp_path):
+    """``assemble`` is where every model is put together: ``build_model``'s, and several heads on one shared
+    backbone (cost cells, probe cells), each the same as ``build_model`` makes it from the same random state."""
+    spec = "mldecoder(embed=64, ffn=128)"
+    torch.manual_seed(3)
+    alone = build_model("resnet18", spec, 7)
+    torch.manual_seed(3)
+    backbone = create_backbone("resnet18")
+    state = torch.get_rng_state()
+    gap = assemble(backbone, "gap", 7, backbone_name="resnet18")
+    torch.set_rng_state(state)  # as the probe cells do before each head
+    shared = assemble(backbone, spec, 7, backbone_name="resnet18")
+    assert gap.backbone is shared.backbone is backbone and shared.backbone_name == "resnet18"
+    assert shared.head.spec == spec and _same_state(shared, alone)
+
+    path = tmp_path / "own.pth"
+    torch.save(alone.state_dict(), path)
+    torch.manual_seed(4)
+    fresh = assemble(create_backbone("resnet18"), spec, 7)
+    torch.manual_seed(4)
+    loaded = assemble(create_backbone("resnet18"), spec, 7, checkpoint=str(path))
+    assert not _same_state(fresh, alone) and _same_state(loaded, alone)
 
 
 def test_head_keyword_arguments_pass_through():
