@@ -5,7 +5,9 @@ imports torch or timm.
 
 Regenerate the golden after an intended change: UPDATE_GOLDEN=1 pytest tests/test_report.py
 """
+import ast
 import csv
+import importlib.util
 import math
 import os
 import subprocess
@@ -15,9 +17,11 @@ import pandas as pd
 import pytest
 
 from bench import report as rp
+from bench import reportkit as rk
 from bench.cli import main
 from bench.heads import canonical_head_spec
 from bench.results import COLUMNS
+from bench.studies import classes, self_attention
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "report.md")
 SMALL = "embed=128, ffn=512, heads=4"
@@ -390,6 +394,83 @@ def test_a_new_study_appears_with_no_report_code(fixture_dirs, monkeypatch):
     assert "bench study pool-test" in text
 
 
+# A claim study in one file, as a new study would be written: its grid, a hypothesis, a cost rule and its report
+# code (its share of the claim and a section of its own), built from bench.reportkit.
+TINY_STUDY = """
+from bench.reportkit import NOT_REPRODUCED, REPRODUCED, Part, md_table, num
+from bench.studies import PROXY, Hypothesis, Study, register_study
+
+
+def claim_code(claim, rows, ctx):
+    claim.paper_figure = "the tiny paper's figure"
+    if rows is None:
+        return
+    gmacs = num(rows, "gmacs_head").max()
+    word = REPRODUCED if gmacs < STUDY.cost_rules["max_gmacs"] else NOT_REPRODUCED
+    claim.body.append("Tiny cost table:\\n\\n" + md_table(["max head GMACs"], [[f"{gmacs:.3f}"]]))
+    claim.parts.append(Part("tiny cost", word, f"max head GMACs {gmacs:.3f}", "below max_gmacs"))
+    claim.suite_figure = f"max head GMACs {gmacs:.3f}"
+
+
+def claim_section(rows, ctx):
+    return f"### Tiny section\\n\\n{len(rows)} rows.", []
+
+
+STUDY = register_study(Study(
+    name="tiny-claim", claim=42, statement="A tiny head is cheap and good.", paper="the tiny paper",
+    base=dict(PROXY), variations=[dict(heads=["gap", "csra"])],
+    hypotheses=[Hypothesis(name="CSRA vs GAP", statement="CSRA has a higher mAP than GAP", variant={"head": "csra"},
+                           reference={"head": "gap"}, test="better")],
+    cost_rules=dict(max_gmacs=1.0), claim_code=claim_code, claim_section=claim_section,
+))
+"""
+
+
+def test_a_study_registered_from_one_file_renders_its_own_report_code(fixture_dirs, monkeypatch):
+    from bench.studies import STUDIES
+
+    monkeypatch.setattr(STUDIES, "_entries", dict(STUDIES._entries))  # the registration ends with the test
+    with open("tiny_study.py", "w") as f:
+        f.write(TINY_STUDY)
+    spec = importlib.util.spec_from_file_location("tiny_study", "tiny_study.py")
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    rows = (seeds_rows("tiny-claim", "test_resnet", "gap", 96, 48, "scenes", [50.0, 51.0, 50.5, 51.2, 50.1])
+            + seeds_rows("tiny-claim", "test_resnet", "csra", 96, 48, "scenes", [53.0, 54.0, 53.1, 54.5, 53.3]))
+    _write(os.path.join("runs", "study-tiny-claim.csv"), rows)
+    res = rp.build_report("runs", "report", "paper")
+    text = open(res["readme"]).read()
+    assert res["verdicts"][42] == rp.REPRODUCED
+    assert "| [42](#claim-42) | A tiny head is cheap and good. | the tiny paper's figure | max head GMACs 0.010; " \
+           "CSRA vs GAP: +3.0 [" in text
+    claim = text[text.index("## Claim 42: A tiny head is cheap and good."):]
+    assert "**The paper** (`bench study tiny-claim`): the tiny paper" in claim
+    # its share of the claim, then the accuracy table every study gets, then its own section, then the parts
+    order = ["Tiny cost table:", "| max head GMACs |", "`tiny-claim`: **Accuracy**", "### Tiny section\n\n10 rows.",
+             "**Verdict: reproduced.**", "- tiny cost: **reproduced**: max head GMACs 0.010 *Rule:* below max_gmacs.",
+             "- CSRA vs GAP: **reproduced**: CSRA has a higher mAP than GAP."]
+    at = [claim.index(s) for s in order]
+    assert at == sorted(at)
+    assert "study_tiny-claim.png" not in text  # a claim with code of its own draws its own plots
+
+
+def test_the_renderer_names_no_study_and_picks_no_claim_by_number():
+    """bench/report.py loads rows, asks each study for its section and renders it: none of its strings names a
+    study, and it holds no table keyed by claim number (the claims' code lives in the study files)."""
+    from bench.studies import list_studies
+
+    with open(rp.__file__) as f:
+        tree = ast.parse(f.read())
+    strings = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    for name in list_studies():
+        assert not [s for s in strings if s == name or f"study-{name}" in s or f"bench study {name}" in s], name
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            assert not any(isinstance(k, ast.Constant) and type(k.value) is int for k in node.keys)
+        if isinstance(node, ast.Compare) and any(isinstance(c, ast.Attribute) and c.attr in ("claim", "number")
+                                                 for c in [node.left] + node.comparators):
+            assert not any(isinstance(c, ast.Constant) and type(c.value) is int for c in node.comparators)
+
+
 def test_missing_results_dir_is_a_value_error(tmp_path):
     with pytest.raises(ValueError, match="no results dir"):
         rp.build_report(str(tmp_path / "nope"), str(tmp_path / "out"))
@@ -399,17 +480,17 @@ def test_missing_results_dir_is_a_value_error(tmp_path):
 
 def test_slope_of_linear_and_quadratic_series():
     ns = [1000, 2000, 5000, 10000]
-    assert rp.loglog_slope(ns, [3 * n for n in ns]) == pytest.approx(1.0)
-    assert rp.loglog_slope(ns, [n * n for n in ns]) == pytest.approx(2.0)
-    assert rp.loglog_slope(ns, [5 + n for n in ns], top=2) == pytest.approx(1.0, abs=0.01)
-    assert math.isnan(rp.loglog_slope([10], [1.0]))
+    assert rk.loglog_slope(ns, [3 * n for n in ns]) == pytest.approx(1.0)
+    assert rk.loglog_slope(ns, [n * n for n in ns]) == pytest.approx(2.0)
+    assert rk.loglog_slope(ns, [5 + n for n in ns], top=2) == pytest.approx(1.0, abs=0.01)
+    assert math.isnan(rk.loglog_slope([10], [1.0]))
 
 
 def test_scaling_rule():
-    assert rp.scaling_rule(1.0, 1.9) == rp.REPRODUCED
-    assert rp.scaling_rule(1.0, 1.0) == rp.NOT_REPRODUCED  # equal slopes: no quadratic head to remove
-    assert rp.scaling_rule(1.9, 1.9) == rp.NOT_REPRODUCED
-    assert rp.scaling_rule(float("nan"), 2.0) == rp.INSUFFICIENT
+    assert self_attention.scaling_rule(1.0, 1.9) == rp.REPRODUCED
+    assert self_attention.scaling_rule(1.0, 1.0) == rp.NOT_REPRODUCED  # equal slopes: no quadratic head to remove
+    assert self_attention.scaling_rule(1.9, 1.9) == rp.NOT_REPRODUCED
+    assert self_attention.scaling_rule(float("nan"), 2.0) == rp.INSUFFICIENT
 
 
 def _claim1(rows):
@@ -417,8 +498,8 @@ def _claim1(rows):
     for c in COLUMNS:
         if c not in df.columns:
             df[c] = pd.NA
-    ctx = rp.Context({"self-attention": df}, pd.DataFrame(columns=COLUMNS), "unused", make_plots=False)
-    return rp.claim_self_attention(ctx)
+    ctx = rk.Context({"self-attention": df}, pd.DataFrame(columns=COLUMNS), "unused", make_plots=False)
+    return rp.build_claims(ctx)[0]
 
 
 def test_claim1_quadratic_vs_linear_rows():
@@ -430,26 +511,26 @@ def test_claim1_quadratic_vs_linear_rows():
 
 
 def test_groups_rule():
-    assert rp.groups_rule(1.02, 1.0) == rp.REPRODUCED
-    assert rp.groups_rule(3.0, 1.0) == rp.NOT_REPRODUCED  # K=100 cost grows with N
-    assert rp.groups_rule(1.02, 0.3) == rp.NOT_REPRODUCED  # full decoding flat: nothing saved
+    assert classes.groups_rule(1.02, 1.0) == rp.REPRODUCED
+    assert classes.groups_rule(3.0, 1.0) == rp.NOT_REPRODUCED  # K=100 cost grows with N
+    assert classes.groups_rule(1.02, 0.3) == rp.NOT_REPRODUCED  # full decoding flat: nothing saved
 
 
 def test_combine():
-    P = lambda w: rp.Part("p", w, "")
-    assert rp.combine([P(rp.REPRODUCED), P(rp.REPRODUCED)]) == rp.REPRODUCED
-    assert rp.combine([P(rp.REPRODUCED), P(rp.NOT_TESTABLE)]) == rp.PARTLY
-    assert rp.combine([P(rp.REPRODUCED), P(rp.NOT_REPRODUCED)]) == rp.PARTLY
-    assert rp.combine([P(rp.NOT_REPRODUCED), P(rp.NOT_TESTABLE)]) == rp.NOT_REPRODUCED
-    assert rp.combine([P(rp.NOT_RUN), P(rp.NOT_RUN)]) == rp.NOT_RUN
-    assert rp.combine([P(rp.NOT_RUN), P(rp.NOT_TESTABLE)]) == rp.NOT_RUN  # claim 3 before `bench study compute`
-    assert rp.combine([P(rp.INSUFFICIENT), P(rp.NOT_TESTABLE)]) == rp.NOT_TESTABLE
-    assert rp.combine([P(rp.INSUFFICIENT)]) == rp.NOT_TESTABLE
-    assert rp.combine([P(rp.REPRODUCED), P(rp.INCONCLUSIVE)]) == rp.PARTLY
-    assert rp.combine([P(rp.NOT_REPRODUCED), P(rp.INCONCLUSIVE)]) == rp.NOT_REPRODUCED
-    assert rp.combine([P(rp.INCONCLUSIVE), P(rp.UNINFORMATIVE), P(rp.NOT_RUN)]) == rp.INCONCLUSIVE
-    assert rp.combine([P(rp.UNINFORMATIVE), P(rp.NOT_TESTABLE)]) == rp.NOT_TESTABLE
-    assert rp.combine([P(rp.REPRODUCED), P(rp.UNINFORMATIVE)]) == rp.PARTLY
+    P = lambda w: rk.Part("p", w, "")
+    assert rk.combine([P(rp.REPRODUCED), P(rp.REPRODUCED)]) == rp.REPRODUCED
+    assert rk.combine([P(rp.REPRODUCED), P(rp.NOT_TESTABLE)]) == rp.PARTLY
+    assert rk.combine([P(rp.REPRODUCED), P(rp.NOT_REPRODUCED)]) == rp.PARTLY
+    assert rk.combine([P(rp.NOT_REPRODUCED), P(rp.NOT_TESTABLE)]) == rp.NOT_REPRODUCED
+    assert rk.combine([P(rp.NOT_RUN), P(rp.NOT_RUN)]) == rp.NOT_RUN
+    assert rk.combine([P(rp.NOT_RUN), P(rp.NOT_TESTABLE)]) == rp.NOT_RUN  # claim 3 before `bench study compute`
+    assert rk.combine([P(rp.INSUFFICIENT), P(rp.NOT_TESTABLE)]) == rp.NOT_TESTABLE
+    assert rk.combine([P(rp.INSUFFICIENT)]) == rp.NOT_TESTABLE
+    assert rk.combine([P(rp.REPRODUCED), P(rp.INCONCLUSIVE)]) == rp.PARTLY
+    assert rk.combine([P(rp.NOT_REPRODUCED), P(rp.INCONCLUSIVE)]) == rp.NOT_REPRODUCED
+    assert rk.combine([P(rp.INCONCLUSIVE), P(rp.UNINFORMATIVE), P(rp.NOT_RUN)]) == rp.INCONCLUSIVE
+    assert rk.combine([P(rp.UNINFORMATIVE), P(rp.NOT_TESTABLE)]) == rp.NOT_TESTABLE
+    assert rk.combine([P(rp.REPRODUCED), P(rp.UNINFORMATIVE)]) == rp.PARTLY
 
 
 # ----------------------------------------------------------------------------------------- purity and the CLI

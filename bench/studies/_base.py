@@ -106,10 +106,20 @@ class Study:
         hypotheses: what would count as an accuracy claim holding or failing (``Hypothesis``), beside the grid;
             ``bench.stats.evaluate`` decides them and the report renders the verdicts.
         cost_rules: the thresholds of the study's cost rules (e.g. the log-log slope below which growth counts
-            as linear), by name, applied by the claim's cost code in ``bench.report``.
-        section: the study's own report section, ``section(rows, out_dir, make_plots) -> (markdown, [plot
-            file names])``, written into ``out_dir``; None: the report's generic table and verdicts. A study that
-            tests no claim of the paper (``claim`` None) is rendered as its own part of the report with it.
+            as linear), by name, applied by the study's own ``claim_code``.
+
+    The report (``bench.report``) renders each study from these; its own code, in the study's file, is built from
+    ``bench.reportkit`` (``Claim``, ``Part``, ``Context``: every study's rows, the paper's rows, the out dir):
+
+        claim_code: the study's share of its claim's section, ``claim_code(claim, rows, ctx)``: it adds to the
+            ``Claim`` the paper's figure, this suite's figure, cost tables, the parts its cost rules decide, plots
+            (``rows`` None: the study has not run). Called for each study of a claim in name order, before any
+            study's accuracy table and verdicts. A claim with none gets a bar plot per study instead.
+        claim_section: what the study adds to its claim's section after its accuracy table and verdicts,
+            ``claim_section(rows, ctx) -> (markdown, [plot file names])``; called when it has rows.
+        section: the section of a study that tests no claim of the paper (``claim`` None), rendered as its own
+            part of the report: ``section(rows, out_dir, make_plots) -> (markdown, [plot file names])``, written
+            into ``out_dir``; None: the report's generic table and verdicts.
     """
 
     name: str
@@ -121,6 +131,8 @@ class Study:
     notes: str = ""
     hypotheses: List[Hypothesis] = dataclasses.field(default_factory=list)
     cost_rules: Dict[str, float] = dataclasses.field(default_factory=dict)
+    claim_code: Optional[Callable[..., None]] = None
+    claim_section: Optional[Callable[..., Tuple[str, List[str]]]] = None
     section: Optional[Callable[..., Tuple[str, List[str]]]] = None
 
     def configs(self, results_dir: str = "results/runs", **overrides) -> list:

@@ -1,8 +1,128 @@
-"""Claim 4: a smaller backbone with ML-Decoder beats a larger one with GAP (a better speed-accuracy trade-off)."""
+"""Claim 4: a smaller backbone with ML-Decoder beats a larger one with GAP (a better speed-accuracy trade-off).
+
+One file: the grid and hypotheses (``STUDY``, at the end) and the claim's report code above it: the paper's pairs,
+a speed-accuracy table with Pareto fronts and plots, and the cost part (the smaller backbone + ML-Decoder costs
+less than the larger + GAP; the accuracy side is the hypotheses').
+"""
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import numpy as np
+
+from ..plots import accuracy_points, pareto_front, plot_pareto
+from ..reportkit import (
+    NOT_REPRODUCED, NOT_RUN, REPRODUCED, Claim, Context, Part, code, combine_checks, failures, fmt_num, head_options,
+    md_table, not_run_part, num, ok_rows, stat,
+)
+from ..stats import accuracy_rows
 from ._base import PROXY, SMALL, Hypothesis, Study, register_study
 
 SMALLER, LARGER = "test_resnet", "resnet10t"
 MLD = f"mldecoder({SMALL})"
+
+
+# ------------------------------------------------------------------------------------------------ the report
+
+COST_PART = "cost: smaller + ML-Decoder is cheaper"
+RULE = ("for each pair of consecutive backbones by GAP cost: the smaller backbone + ML-Decoder costs fewer GMACs "
+        "than the larger + GAP (the accuracy side is the study's hypotheses)")
+
+
+def _paper_figure(paper) -> str:
+    """The paper's pairs: each smaller backbone + ML-Decoder against the next larger + GAP, GMACs and mAP."""
+    fl = paper[num(paper, "gmacs_total").notna()]
+    fig = paper[(paper["dataset"].astype(str) == "coco2014") & num(paper, "map").notna()
+                & paper["source"].astype(str).str.contains("figure")]
+    pts = {}
+    for r in fl.itertuples():
+        m = fig[(fig["backbone"] == r.backbone) & (fig["head"] == r.head)]
+        if len(m):
+            pts[(r.backbone, head_options(r.head)[0])] = (float(r.gmacs_total), float(num(m, "map").iloc[0]))
+    bbs = sorted({b for b, _ in pts}, key=lambda b: pts.get((b, "gap"), (0, 0))[0])
+    return "; ".join(f"{sm}+MLD {pts[(sm, 'mldecoder')][0]:.1f}/{pts[(sm, 'mldecoder')][1]:.1f} vs {lg}+GAP "
+                     f"{pts[(lg, 'gap')][0]:.1f}/{pts[(lg, 'gap')][1]:.1f} GMACs/mAP"
+                     for sm, lg in zip(bbs, bbs[1:]) if (sm, "mldecoder") in pts and (lg, "gap") in pts)
+
+
+def _table(points: list, metric: str) -> str:
+    """Speed-accuracy of every (backbone, head), with its place on the Pareto fronts (GMACs, throughput)."""
+    ys = [p["acc"] for p in points]
+    front = set(pareto_front([p["gmacs"] for p in points], ys))
+    has_thr = any(np.isfinite(p["throughput"]) for p in points)
+    front_thr = set(pareto_front([p["throughput"] for p in points], ys, higher_x_better=True)) if has_thr else set()
+    rows = [[code(p["backbone"]), code(p["head"]), int(p["img_size"]), fmt_num(p["gmacs"], 3),
+             fmt_num(p["throughput"], 1), str(p["stat"]), p["stat"].n, "yes" if i in front else "no",
+             ("yes" if i in front_thr else "no") if has_thr else "—"] for i, p in enumerate(points)]
+    return (f"**Speed-accuracy** ({metric}, CPU-scale proxy; GMACs per image at the training size; throughput at "
+            "the largest timed batch; accuracy mean ± std over seeds).\n\n"
+            + md_table(["backbone", "head", "px", "GMACs", "img/s", f"{metric} (%)", "n", "Pareto (GMACs)",
+                        "Pareto (img/s)"], rows))
+
+
+def _cost_part(points: list) -> Tuple[Part, str]:
+    """The cost part (each smaller backbone + ML-Decoder against the next larger + GAP) and the summary's
+    figure."""
+    gap_cost = {p["backbone"]: p["gmacs"] for p in points if p["kind"] == "gap"}
+    order = sorted(gap_cost, key=gap_cost.get)
+    checks, why, summary = [], [], []
+    for small, large in zip(order, order[1:]):
+        sm = next((p for p in points if p["backbone"] == small and p["kind"] == "mldecoder"), None)
+        lg = next((p for p in points if p["backbone"] == large and p["kind"] == "gap"), None)
+        if sm is None or lg is None:
+            continue
+        checks.append(REPRODUCED if sm["gmacs"] < lg["gmacs"] else NOT_REPRODUCED)
+        faster = ""
+        if np.isfinite(sm["throughput"]) and np.isfinite(lg["throughput"]):
+            faster = f", {fmt_num(sm['throughput'], 1)} vs {fmt_num(lg['throughput'], 1)} img/s"
+        why.append(f"{small} + ML-Decoder {fmt_num(sm['gmacs'], 3)} vs {large} + GAP {fmt_num(lg['gmacs'], 3)} "
+                   f"GMACs{faster}")
+        summary.append(f"{small}+MLD {fmt_num(sm['gmacs'], 3)} vs {large}+GAP {fmt_num(lg['gmacs'], 3)} GMACs")
+    part = Part(COST_PART, combine_checks(checks), "; ".join(why) or "needs GAP and ML-Decoder on two backbones",
+                RULE)
+    return part, "; ".join(summary)
+
+
+def _plots(points: list, metric: str, ctx: Context) -> List[str]:
+    out = []
+    for x, name in (("gmacs", "claim4_pareto_gmacs"), ("throughput", "claim4_pareto_throughput")):
+        if x == "throughput" and not any(np.isfinite(p["throughput"]) for p in points):
+            continue
+        plot_pareto(points, x, ctx.out_dir, name, f"Claim 4: {metric} against "
+                    f"{'GMACs' if x == 'gmacs' else 'throughput'} (CPU proxy)", exts=("png",))
+        out.append(name + ".png")
+    return out
+
+
+def claim_code(claim: Claim, rows, ctx: Context) -> None:
+    """The claim's speed-accuracy table and Pareto plots, and its cost part."""
+    if len(ctx.paper):
+        figure = _paper_figure(ctx.paper)
+        if figure:
+            claim.paper_figure = figure
+    if rows is None:
+        claim.parts.append(not_run_part(COST_PART, STUDY.name))
+        return
+    acc = accuracy_rows(rows)
+    points = accuracy_points(ok_rows(rows)) if len(acc) else []
+    if not points:
+        claim.parts.append(Part(COST_PART, NOT_RUN, "no accuracy rows: `bench study backbone-vs-head`", RULE))
+        return
+    metric = points[0]["metric"]
+    for p in points:
+        p["stat"] = stat(acc[(acc["backbone"] == p["backbone"]) & (acc["head"] == p["head"])][metric])
+        p["kind"] = head_options(p["head"])[0]
+    claim.body.append(_table(points, metric))
+    part, summary = _cost_part(points)
+    claim.parts.append(part)
+    if summary:
+        claim.suite_figure = summary
+    if ctx.make_plots:
+        claim.plots += _plots(points, metric, ctx)
+    fail = failures(rows)
+    if fail:
+        claim.body.append(fail)
+
 
 STUDY = register_study(Study(
     name="backbone-vs-head",
@@ -29,4 +149,5 @@ STUDY = register_study(Study(
                    variant={"backbone": SMALLER, "head": MLD}, reference={"backbone": LARGER, "head": "gap"},
                    test="not_worse", margin=1.0, per=("dataset", "img_size")),
     ],
+    claim_code=claim_code,
 ))

@@ -1,5 +1,13 @@
 """Claim 5: fixed random queries work as well as learnable ones; queries may differ between training and
-inference (word queries)."""
+inference (word queries).
+
+One file: the grid and hypotheses (``STUDY``, at the end) and the claim's report code above it: the paper's figure
+and a plot of the proxy accuracy per kind of queries (the verdicts are the hypotheses').
+"""
+from __future__ import annotations
+
+from ..reportkit import Claim, Context, bars, failures, head_options, metric_of, stat
+from ..stats import accuracy_rows
 from ._base import PROXY, SETTING, SMALL, Hypothesis, Study, register_study
 
 FIXED, LEARNABLE = f"mldecoder({SMALL})", f'mldecoder({SMALL}, queries="learnable")'
@@ -8,6 +16,30 @@ WORD = f'mldecoder({SMALL}, queries="word", word_dim=384)'
 # compare two different functions: a fifth of their norm, about 11 degrees per query (LayerNorm makes only the
 # direction count). With their own learning rate (bench.training.TrainConfig.query_lr_scale) they move ~0.4.
 MIN_QUERY_SHIFT = 0.2
+
+
+def _kind(head: str) -> str:
+    """ML-Decoder's queries ("fixed", "learnable", "word"), or another head's name."""
+    name, opts = head_options(head)
+    return str(opts.get("queries", "fixed")) if name == "mldecoder" else name
+
+
+def claim_code(claim: Claim, rows, ctx: Context) -> None:
+    """The claim's paper figure and a bar plot of the proxy accuracy per kind of queries."""
+    claim.paper_figure = "frozen random queries = learnable ones (COCO ablation)"
+    if rows is None:
+        return
+    acc = accuracy_rows(rows)
+    metric = metric_of(acc)
+    if metric is not None and ctx.make_plots:
+        heads = list(dict.fromkeys(acc["head"]))
+        claim.plots.append(bars(ctx.out_dir, "claim5_queries.png", [_kind(h) for h in heads],
+                                [stat(acc[acc["head"] == h][metric]) for h in heads], f"{metric} (%), mean ± std",
+                                "Claim 5: fixed vs learnable vs word queries (CPU proxy)"))
+    fail = failures(rows)
+    if fail:
+        claim.body.append(fail)
+
 
 STUDY = register_study(Study(
     name="queries",
@@ -30,4 +62,5 @@ STUDY = register_study(Study(
                    variant={"head": FIXED}, reference={"head": LEARNABLE}, test="not_worse", margin=1.0,
                    per=SETTING, differ="query_shift", differ_min=MIN_QUERY_SHIFT),
     ],
+    claim_code=claim_code,
 ))

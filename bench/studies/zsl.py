@@ -1,4 +1,14 @@
-"""Claim 6: with word queries ML-Decoder generalises to unseen classes; query augmentation improves that."""
+"""Claim 6: with word queries ML-Decoder generalises to unseen classes; query augmentation improves that.
+
+One file: the grid and hypotheses (``STUDY``, at the end) and the claim's report code above it: the paper's figure
+and a plot of the ZSL mAP of word queries, their augmentations and the control (the verdicts are the hypotheses').
+"""
+from __future__ import annotations
+
+import re
+
+from ..reportkit import Claim, Context, bars, failures, fmt_num, head_options, num, stat
+from ..stats import accuracy_rows
 from ._base import PROXY, SMALL, Hypothesis, Study, register_study
 
 WORD = f'mldecoder({SMALL}, queries="word", word_dim=384'
@@ -9,6 +19,50 @@ RANDOM_QUERIES = 8
 SEEN = "scenes(holdout=8)"
 CONTROL = 'scenes(holdout=8, embeddings="random")'
 PER = ("backbone", "img_size")  # the control differs by its dataset spec
+
+
+def _name(dataset: str, head: str) -> str:
+    """A plot label: word queries or the control, with the query augmentations of the head."""
+    opts = head_options(head)[1]
+    aug = []
+    if opts.get("query_noise"):
+        aug.append(f"noise {opts['query_noise']}")
+    if opts.get("random_queries"):
+        aug.append(f"{opts['random_queries']} random queries")
+    is_ctrl = head_options(dataset)[1].get("embeddings") == "random"
+    return ("control: random embeddings" if is_ctrl else "word queries") + (" + " + " + ".join(aug) if aug else "")
+
+
+def _paper_figure(paper) -> str:
+    zs = paper[num(paper, "zsl_map").notna()] if len(paper) else paper
+    if not len(zs):
+        return ""
+    m = re.search(r"prior methods ([\d.]+ - [\d.]+)", str(zs.iloc[0]["source"]))
+    return (f"{zs.iloc[0]['dataset']} ZSL mAP {fmt_num(num(zs, 'zsl_map').iloc[0], 1)}"
+            + (f" (prior methods {m.group(1)})" if m else "") + "; augmentations said to help")
+
+
+def claim_code(claim: Claim, rows, ctx: Context) -> None:
+    """The claim's paper figure and a bar plot of the ZSL mAP on the held-out classes per head."""
+    figure = _paper_figure(ctx.paper)
+    if figure:
+        claim.paper_figure = figure
+    if rows is None:
+        return
+    acc = accuracy_rows(rows)
+    acc = acc[num(acc, "zsl_map").notna()]
+    if len(acc) and ctx.make_plots:
+        keys = list(dict.fromkeys(zip(acc["dataset"], acc["head"])))
+        names = [_name(ds, h) for ds, h in keys]
+        claim.plots.append(bars(ctx.out_dir, "claim6_zsl.png", names,
+                                [stat(acc[(acc["dataset"] == ds) & (acc["head"] == h)]["zsl_map"]) for ds, h in keys],
+                                "ZSL mAP on held-out classes (%), mean ± std",
+                                "Claim 6: zero-shot with word queries (CPU proxy)",
+                                colors=["0.6" if n.startswith("control") else "tab:blue" for n in names]))
+    fail = failures(rows)
+    if fail:
+        claim.body.append(fail)
+
 
 STUDY = register_study(Study(
     name="zsl",
@@ -44,4 +98,5 @@ STUDY = register_study(Study(
         + [(f"{RANDOM_QUERIES} random queries", f"{RANDOM_QUERIES} random negative queries",
             WORD + f", random_queries={RANDOM_QUERIES})")]
     ],
+    claim_code=claim_code,
 ))
