@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from bench.heads import canonical_head_spec, create_head
-from bench.report_pooling import head_points, mean_interval, pooling_section
+from bench.studies.pooling import head_points, mean_interval, pooling_section
 from bench.studies import Hypothesis, get_study
 from bench.studies import pooling
 
