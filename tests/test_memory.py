@@ -403,7 +403,7 @@ def _study_rows():
 
 
 def test_which_heads_fit_measures_interpolates_and_extrapolates(tmp_path):
-    from bench.report_memory import largest_n, memory_section, training_footprints
+    from bench.studies.classes import largest_n, memory_section, training_footprints
 
     df = _study_rows()
     fp = training_footprints(df, batch=32)
@@ -428,7 +428,7 @@ def test_which_heads_fit_measures_interpolates_and_extrapolates(tmp_path):
 
 
 def test_which_heads_fit_says_when_there_is_nothing_to_show(tmp_path):
-    from bench.report_memory import largest_n, memory_section, training_footprints
+    from bench.studies.classes import largest_n, memory_section, training_footprints
 
     df = _study_rows()
     text, plots = memory_section(df[df["batch_size"] == 1], str(tmp_path))
