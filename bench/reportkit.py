@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -19,8 +18,8 @@ import pandas as pd
 from . import stats as st
 from .plots import _plt as pyplot  # pyplot on the Agg backend, loaded by the first plot (slow to import)
 from .spec import format_spec, parse_spec
-from .stats import _num as num  # noqa: F401  (the statistics' numeric column: one definition)
-from .stats import accuracy_rows
+from .rows import accuracy_rows, failed_rows, metric_of, num, ok_rows  # noqa: F401  (the one view of rows)
+from .rows import head_family as series_label  # noqa: F401  (a head's series across N is its family)
 from .tables import fmt_pm, md_table  # noqa: F401  (md_table re-exported for the sections)
 
 REPRODUCED = "reproduced"
@@ -169,14 +168,6 @@ def loglog_slope(xs: Sequence[float], ys: Sequence[float], top: Optional[int] = 
 
 # ---------------------------------------------------------------------------------------------- row helpers
 
-def ok_rows(df):
-    return df[df["status"].astype(str) == "ok"] if len(df) else df
-
-
-def failed_rows(df):
-    return df[df["status"].astype(str) == "error"] if len(df) else df
-
-
 def failures(df) -> str:
     """One line on a study's failed rows (how many, the first error), empty when none failed."""
     bad = failed_rows(df)
@@ -236,22 +227,6 @@ def num_queries(head: str, num_classes: float) -> Optional[int]:
     if name != "mldecoder" or not np.isfinite(num_classes):
         return None
     return int(min(opts.get("groups", DEFAULT_GROUPS), num_classes))
-
-
-def series_label(head: str, num_classes) -> str:
-    """The head label with full decoding written as ``groups=N``, so one series (or head family) spans every N."""
-    try:
-        n = int(float(num_classes))
-    except (TypeError, ValueError):
-        return str(head)
-    return re.sub(rf"\bgroups={n}\b", "groups=N", str(head))
-
-
-def metric_of(rows) -> Optional[str]:
-    for m in ("map", "top1"):
-        if m in rows.columns and num(rows, m).notna().any():
-            return m
-    return None
 
 
 def series_points(cost, series: str, y: str = "gmacs_head") -> Tuple[list, list]:
