@@ -126,3 +126,14 @@ def test_a_study_resolves_through_the_same_function():
     assert cfg.memory and cfg.train_timing  # it times its training runs: memory as well, as it always did
     for cfg in get_study("compute").configs():
         assert cfg.num_classes == 80 and cfg.img_size in (224, 448, 640) and cfg.run_id == "study-compute"
+
+
+def test_a_run_parses_each_head_spec_once(monkeypatch, tmp_path, capsys):
+    from bench.cli import main
+
+    real, parsed = heads.parse_spec, []
+    monkeypatch.setattr(heads, "parse_spec", lambda text: parsed.append(text) or real(text))
+    main(["run", "--heads", "gap,mldecoder(embed=64, groups=20)", "--backbone", "test_resnet", "--img-size", "32",
+          "--cost-only", "--no-timing", "--results-dir", str(tmp_path), "--no-plot"])
+    assert "mldecoder(embed=64, groups=20)" in capsys.readouterr().out  # the summary names it by its label
+    assert sorted(parsed) == ["gap", "mldecoder(embed=64, groups=20)"]  # validation and the cell built from them
