@@ -153,6 +153,8 @@ class Study:
                 kw = {**self.base, **fixed, **given}
             if not kw.get("cost_only"):  # training: N is the dataset's (the values computed below may use it)
                 kw["num_classes"] = _dataset_classes(kw.get("dataset", DEFAULTS["dataset"]), kw.get("data_root"))
+            else:  # a training variation made cost-only (--cost-only) computes its values from the default N
+                kw.setdefault("num_classes", DEFAULTS["num_classes"])
             for k, v in var.items():  # values computed from the rest of the configuration
                 if callable(v) and k not in given:
                     kw[k] = v(kw)
