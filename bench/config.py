@@ -196,10 +196,10 @@ class RunOptions:
                  compile_=None, **options) -> "RunOptions":
         """The options of ``bench run`` / ``bench study NAME`` as click gives them: comma-separated text for the
         lists (checked here, naming the option), ``--no-timing`` and ``--min-time`` under their flag names."""
-        return cls(heads=split_specs(heads) if heads else None,
-                   backbones=split_specs(backbones) if backbones else None,
-                   batch_sizes=parse_ints(batch_sizes, "--batch-sizes") if batch_sizes else None,
-                   seeds=parse_ints(seeds, "--seeds") if seeds else None,
+        return cls(heads=None if heads is None else split_specs(heads),
+                   backbones=None if backbones is None else split_specs(backbones),
+                   batch_sizes=None if batch_sizes is None else parse_ints(batch_sizes, "--batch-sizes"),
+                   seeds=None if seeds is None else parse_ints(seeds, "--seeds"),
                    timing=False if no_timing else None, min_time_s=min_time, compile=compile_, **options)
 
     def given(self) -> Dict[str, object]:

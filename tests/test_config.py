@@ -137,3 +137,9 @@ def test_a_run_parses_each_head_spec_once(monkeypatch, tmp_path, capsys):
           "--cost-only", "--no-timing", "--results-dir", str(tmp_path), "--no-plot"])
     assert "mldecoder(embed=64, groups=20)" in capsys.readouterr().out  # the summary names it by its label
     assert sorted(parsed) == ["gap", "mldecoder(embed=64, groups=20)"]  # validation and the cell built from them
+
+
+def test_an_empty_list_option_of_bench_run_is_given_as_empty():
+    with pytest.raises(ValueError, match="--batch-sizes is empty"):  # as before: not silently the default
+        RunOptions.from_cli(batch_sizes="")
+    assert RunOptions.from_cli(heads="").heads == [] and RunOptions.from_cli().heads is None
