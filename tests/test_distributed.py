@@ -344,3 +344,20 @@ def test_torchrun_entry_point_writes_one_row(tmp_path):
     assert 0 < row["map"] <= 100 and 0 < row["map_ema"] <= 100 and row["head"] == "gap"
     assert os.listdir(tmp_path / "ck") == ["last.pt"]
     assert p.stdout.count("mAP") == 1  # rank 0 alone prints
+
+
+def test_the_entry_points_defaults_are_the_datasets():
+    from bench.datasets.defaults import DATASET_DEFAULTS, GENERIC
+    from bench.distributed import DistributedOptions
+
+    given = dict(backbone="test_resnet", head="gap", data_root=None, seed=0, batch_size=8, eval_batch_size=8, lr=1e-3,
+                 ema_decay=0.9, amp="off", workers=0, device="cpu", backend="gloo", pretrained=False,
+                 checkpoint=None, checkpoint_dir=None, resume=False, find_unused_parameters=False,
+                 results_dir="unused", run_id="")
+    voc = DistributedOptions(dataset="voc2007(year=2012)", img_size=None, epochs=None, **given)
+    assert (voc.resolved_img_size, voc.train_config().epochs) == (DATASET_DEFAULTS["voc2007"]["img_size"],
+                                                                  DATASET_DEFAULTS["voc2007"]["epochs"])
+    other = DistributedOptions(dataset="a-dataset-with-no-defaults", img_size=None, epochs=None, **given)
+    assert (other.resolved_img_size, other.train_config().epochs) == (GENERIC["img_size"], GENERIC["epochs"])
+    mine = DistributedOptions(dataset="scenes", img_size=40, epochs=2, **given)
+    assert (mine.resolved_img_size, mine.train_config().epochs, mine.train_config().seed) == (40, 2, 0)
