@@ -1,4 +1,7 @@
-"""The head registry: ``list_heads``, ``create_head`` and one module per head.
+"""The head registry: ``list_heads``, ``parse_head``, ``create_head`` and one module per head.
+
+A head spec is parsed once, by ``parse_head``, into a ``HeadSpec``: a string that is the head's canonical label and
+carries its name and options; ``create_head`` builds a head from one without parsing it again.
 
 >>> create_head("mldecoder(groups=20)", in_features=2048, num_classes=80)
 """
