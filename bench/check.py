@@ -45,6 +45,7 @@ from typing import Dict, Iterable, List, Mapping, Optional
 import numpy as np
 import pandas as pd
 
+from .fmt import layout
 from .results import KEY_COLUMNS, normalize_id, unique_rows
 
 
@@ -474,13 +475,5 @@ def format_table(df: pd.DataFrame) -> str:
                       _fmt_number(r[c]) if c in ("baseline", "result") else
                       _fmt_number(r[c], signed=True) if c == "delta" else
                       r["tolerance_text"] if c == "tolerance" else str(r[c]) for c in columns])
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-
-    def line(values):
-        return "  ".join(v.rjust(w) if c in right else v.ljust(w)
-                         for c, v, w in zip(columns, values, widths)).rstrip()
-
-    out = ["  ".join(constant)] if constant else []
-    out += [line(columns), line(["-" * w for w in widths])]
-    out += [line(row) for row in cells]
-    return "\n".join(out)
+    table = layout(columns, cells, right=[c in right for c in columns])
+    return "\n".join((["  ".join(constant)] if constant else []) + [table])

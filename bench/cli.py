@@ -7,16 +7,15 @@ import sys
 
 import click
 
-from .commands import (baseline_command, check_command, plot_command, results_command, run_command,
-                       study_command)
-from .config import DEFAULTS, DTYPES, PROTOCOLS, RunOptions
-from .datasets import DATASETS, list_datasets
-from .datasets.defaults import DATASET_DEFAULTS
+from .defaults import DATASET_DEFAULTS, DEFAULTS, DTYPES, PROTOCOLS
 from .fmt import format_table
-from .heads import create_head, head_options, list_heads
 from .report import build_report
 from .spec import split_specs
 from .studies import get_study, list_studies
+
+# The modules that load torch and timm (commands, config, heads, datasets) are imported inside the commands that
+# need them: `bench --help`, `bench study list` and `bench report` start in a fraction of a second instead of the
+# ~5 s torch and timm take to import.
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -45,6 +44,8 @@ def cli():
 @click.argument("specs", nargs=-1)
 def heads_cmd(in_features, num_classes, tokens, pattern, specs):
     """List the registered heads (or the given SPECS) with their params and analytic GMACs."""
+    from .heads import create_head, head_options, list_heads  # torch: see the imports above
+
     names = [s for arg in specs for s in split_specs(arg)] or list_heads(pattern)
     rows = []
     for spec in names:
@@ -139,6 +140,9 @@ def _per_dataset(key: str) -> str:
 @click.option("--plot/--no-plot", default=True, show_default=True, help="Write plots when the run ends.")
 def run_cmd(**kw):
     """Measure heads on backbones: cost (params, MACs, latency, throughput) and accuracy, as tidy rows."""
+    from .commands import run_command  # torch: see the imports above
+    from .config import RunOptions
+
     run_command(RunOptions.from_cli(**kw))
 
 
@@ -154,6 +158,8 @@ def run_cmd(**kw):
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV instead of a table.")
 def results_cmd(paths, results_dir, where, columns, last_run, export_timm, as_csv):
     """List and filter past result rows (all files in the results dir by default)."""
+    from .commands import results_command  # torch: see the imports above
+
     results_command(paths, results_dir, where, columns, last_run, export_timm, as_csv)
 
 
@@ -166,6 +172,8 @@ def results_cmd(paths, results_dir, where, columns, last_run, export_timm, as_cs
 @click.option("--out", default="results/plots", show_default=True, help="Output folder (PNG and SVG).")
 def plot_cmd(paths, results_dir, last_run, out):
     """Pareto plots (accuracy vs GMACs / throughput) or, without accuracy, cost plots."""
+    from .commands import plot_command  # torch: see the imports above
+
     plot_command(paths, results_dir, last_run, out)
 
 
@@ -187,6 +195,8 @@ def check_cmd(baseline, paths, results_dir, tols, metrics, allow_missing):
     matches anything); the latest matching result is compared. Accuracy tolerances are absolute points, cost
     tolerances relative; timings are not compared unless asked for with --tol or --metrics.
     """
+    from .commands import check_command  # torch: see the imports above
+
     sys.exit(check_command(baseline, paths, results_dir, tols, metrics, allow_missing))
 
 
@@ -200,6 +210,8 @@ def baseline_cmd(paths, out, metrics):
     """Make a baseline that knows its noise from result files (e.g. one run at 1 thread and one at 2): cost
     counts exact, each accuracy metric as its mean over seeds with the seeds' spread (<metric>_std) and a rerun's
     spread (<metric>_rerun_std), which `bench check` judges new results by."""
+    from .commands import baseline_command  # torch: see the imports above
+
     baseline_command(paths, out, [m.strip() for m in metrics.split(",") if m.strip()])
 
 
@@ -246,6 +258,9 @@ def _study_command(name: str):
     def command(**kw):
         for key in ("backbones", "seeds", "batch_sizes", "cost_only", "pretrained"):
             kw[key] = kw[key] or None  # an empty list or a flag not given: the study's own value
+        from .commands import study_command  # torch: see the imports above
+        from .config import RunOptions
+
         study_command(name, RunOptions.from_cli(**kw))
 
     command.__doc__ = f"{_claim_text(study).capitalize()}: {study.statement}\n\n{study.notes}"
@@ -287,6 +302,8 @@ def report_cmd(results_dir, out, paper):
 @cli.command("datasets")
 def datasets_cmd():
     """List the registered datasets."""
+    from .datasets import DATASETS, list_datasets  # torch: see the imports above
+
     for name in list_datasets():
         doc = (DATASETS.get(name).__doc__ or "").strip().splitlines()
         click.echo(f"{name:14s} {doc[0] if doc else ''}")

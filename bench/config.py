@@ -20,32 +20,14 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from .datasets import dataset_num_classes
-from .datasets.defaults import dataset_defaults
+from .defaults import (  # noqa: F401  (re-exported: the configuration's defaults)
+    COST_IMG_SIZE, CPU_SMALL, DEFAULT_BACKBONE, DEFAULT_BACKBONE_CPU_TRAINING, DEFAULT_CPU_TRAINING, DEFAULT_HEADS,
+    DEFAULT_HEADS_CPU_TRAINING, DEFAULTS, DTYPES, PROTOCOLS, dataset_defaults,
+)
 from .fmt import parse_ints
 from .heads import HeadSpec, parse_head
-from .results import DEFAULT_RESULTS_DIR, new_run_id
+from .results import new_run_id
 from .spec import canonical, parse_spec, split_specs
-
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-PROTOCOLS = ("finetune", "probe", "eval")
-
-# What a run measures when the options do not say. Training on a CPU gets a small backbone and the attention heads
-# at CPU-scale widths (the paper's D=768, FFN 2048 would cost more than the backbone); cost runs and GPU runs get
-# the paper's heads.
-CPU_SMALL = "embed=128, ffn=512, heads=4"
-DEFAULT_HEADS = "gap,txdec,mldecoder"
-DEFAULT_HEADS_CPU_TRAINING = f"gap,txdec({CPU_SMALL}),mldecoder({CPU_SMALL})"
-DEFAULT_BACKBONE = "resnet50"
-# Training on a CPU with no --backbone: a real ImageNet-pretrained backbone whose weights install with headbench
-# (bench.pretrained), frozen, its features of each image computed once and shared by every head and seed.
-DEFAULT_BACKBONE_CPU_TRAINING = "tf_efficientnet_lite0"
-DEFAULT_CPU_TRAINING = dict(pretrained=True, protocol="probe", img_size=128)
-COST_IMG_SIZE = 224  # a cost-only run's resolution (ImageNet's); a training run's is its dataset's
-# The defaults that depend on nothing else (the CLI's option declarations show these values).
-DEFAULTS = dict(num_classes=80, batch_sizes=(1, 32), device="auto", dtype="fp32", channels_last=False,
-                compile=False, cost_only=False, timing=True, latency=True, min_time_s=1.0, dataset="scenes",
-                seeds=(0, 1, 2), train_batch_size=64, results_dir=DEFAULT_RESULTS_DIR, knn=0)
-
 
 def default_threads() -> int:
     """``OMP_NUM_THREADS`` when it is set (the user's own limit), else the CPU cores this process may use (its

@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from .datasets import create_dataset
-from .datasets.defaults import dataset_defaults
+from .defaults import dataset_defaults
 from .ddp import (  # noqa: F401  (the primitives, re-exported: bench.distributed is their old home)
     DistContext,
     _env_int,
@@ -106,7 +106,7 @@ def _accuracy(logits: np.ndarray, ds, suffix: str = "") -> dict:
 @dataclass(frozen=True)
 class DistributedOptions:
     """The options of ``python -m bench.distributed`` as given (see its ``--help``; its click declarations hold the
-    defaults). ``img_size`` and ``epochs`` None: the dataset's (``bench.datasets.defaults.dataset_defaults``)."""
+    defaults). ``img_size`` and ``epochs`` None: the dataset's (``bench.defaults.dataset_defaults``)."""
 
     backbone: str
     head: str

@@ -1,4 +1,6 @@
-"""Plain-text formatting shared by the CLI, the commands and the report: fixed-width tables and integer lists.
+"""The one formatter of tables and numbers, shared by the CLI, the commands and the report: fixed-width text
+tables (``format_table``, laid out by ``layout``), Markdown tables (``md_table``), an interval (``fmt_interval``),
+a mean with its spread (``fmt_pm``), integer lists.
 
 Table rules (``format_table``), decided per column so that a column reads at a glance:
   - a column whose values are all whole numbers (batch sizes, seeds, counts; also floats such as 1.0 that pandas
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import math
 from numbers import Integral, Real
-from typing import List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence
 
 SIG_DIGITS = 3
 COUNT_UNITS = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K"))
@@ -88,13 +90,21 @@ def format_table(rows: List[dict], columns: List[str], headers: Optional[List[st
     """A plain fixed-width table, each column formatted by ``format_column``."""
     headers = headers or columns
     cols = [format_column([r.get(c) for r in rows], c) for c in columns]
-    cells = [[col[i] for col in cols] for i in range(len(rows))]
+    return layout(headers, [[col[i] for col in cols] for i in range(len(rows))])
+
+
+def layout(headers: Sequence[str], cells: Sequence[Sequence[str]], right: Optional[Sequence[bool]] = None) -> str:
+    """Formatted cells as a fixed-width table: a header line, a rule of dashes, one line per row, columns two
+    spaces apart. ``right[i]`` right-aligns column i; by default a cell is right-aligned when it reads as a
+    number (``is_numeric``)."""
     widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
 
-    def line(vals):
-        return "  ".join(v.rjust(w) if is_numeric(v) else v.ljust(w) for v, w in zip(vals, widths))
-    out = [line(headers), line(["-" * w for w in widths])]
-    out += [line(r) for r in cells]
+    def align(v: str, i: int, w: int) -> str:
+        return v.rjust(w) if (right[i] if right is not None else is_numeric(v)) else v.ljust(w)
+
+    out = ["  ".join(align(h, i, w) for i, (h, w) in enumerate(zip(headers, widths))),
+           "  ".join("-" * w for w in widths)]
+    out += ["  ".join(align(v, i, w) for i, (v, w) in enumerate(zip(row, widths))) for row in cells]
     return "\n".join(s.rstrip() for s in out)
 
 
@@ -109,3 +119,28 @@ def is_numeric(s: str) -> bool:
 def format_cell(v) -> str:
     """One value alone, by the same rules as a column of one."""
     return format_column([v])[0]
+
+
+def fmt_interval(mean, low, high, digits=1) -> str:
+    """``+1.2 [-0.3, +2.7]``: a difference and its interval (the interval left out when not finite)."""
+    if mean is None or mean != mean:
+        return ""
+    if low is None or low != low or high is None or high != high:
+        return f"{mean:+.{digits}f}"
+    return f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
+def fmt_pm(mean, std, digits=1) -> str:
+    if mean is None or mean != mean:
+        return ""
+    if std is None or std != std:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def md_table(headers: Sequence[str], rows: Iterable[Sequence]) -> str:
+    """A Markdown table: one header line, one separator, one line per row (cells as ``str``)."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(str(v) for v in r) + " |")
+    return "\n".join(lines)

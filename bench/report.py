@@ -34,7 +34,7 @@ from .reportkit import (  # noqa: F401  (the verdict words re-exported: the repo
 from .results import COLUMNS, read_results, unique_rows
 from .stats import accuracy_rows
 from .studies import get_study, list_studies
-from .tables import md_table
+from .fmt import md_table
 
 PROXY_NOTE = ("CPU-scale proxy: the embedded `scenes` data (synthetic multi-label images) or Fashion-MNIST, a "
               "tiny timm backbone trained from scratch on this CPU; not the paper's benchmark (COCO, pretrained "

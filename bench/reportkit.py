@@ -20,7 +20,7 @@ from .plots import _plt as pyplot  # pyplot on the Agg backend, loaded by the fi
 from .spec import format_spec, parse_spec
 from .rows import accuracy_rows, failed_rows, metric_of, num, ok_rows  # noqa: F401  (the one view of rows)
 from .rows import head_family as series_label  # noqa: F401  (a head's series across N is its family)
-from .tables import fmt_pm, md_table  # noqa: F401  (md_table re-exported for the sections)
+from .fmt import fmt_pm, md_table  # noqa: F401  (md_table re-exported for the sections)
 
 REPRODUCED = "reproduced"
 PARTLY = "partly reproduced"

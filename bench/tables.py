@@ -1,10 +1,11 @@
 """Summary tables from result rows: cost and accuracy side by side, accuracy as mean ± spread over seeds."""
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Sequence
+from typing import List, Optional
 
 import numpy as np
 
+from .fmt import fmt_interval, fmt_pm, md_table  # noqa: F401  (the one formatter; re-exported)
 from .rows import metric_of
 
 ACC_METRICS = ("map", "top1", "zsl_map", "gzsl_map", "cf1", "of1")
@@ -93,28 +94,3 @@ def compare_word(d) -> str:
     if outcome == CONTRADICTED:
         return "worse"
     return f"not distinguishable at {d.n} seeds"
-
-
-def fmt_interval(mean, low, high, digits=1) -> str:
-    """``+1.2 [-0.3, +2.7]``: a difference and its interval (the interval left out when not finite)."""
-    if mean is None or mean != mean:
-        return ""
-    if low is None or low != low or high is None or high != high:
-        return f"{mean:+.{digits}f}"
-    return f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
-
-
-def fmt_pm(mean, std, digits=1) -> str:
-    if mean is None or mean != mean:
-        return ""
-    if std is None or std != std:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def md_table(headers: Sequence[str], rows: Iterable[Sequence]) -> str:
-    """A Markdown table: one header line, one separator, one line per row (cells as ``str``)."""
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    for r in rows:
-        lines.append("| " + " | ".join(str(v) for v in r) + " |")
-    return "\n".join(lines)

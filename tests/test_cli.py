@@ -118,7 +118,7 @@ def test_unwritable_results_dir(tmp_path, capsys):
 def test_run_help_names_the_real_per_dataset_defaults(capsys):
     import re
 
-    from bench.datasets.defaults import DATASET_DEFAULTS as D
+    from bench.defaults import DATASET_DEFAULTS as D
 
     code, out, _ = run_cli(["run", "--help"], capsys)
     text = re.sub(r"-\s+", "-", " ".join(out.split()))  # unwrapped (click breaks lines at spaces and hyphens)

@@ -14,7 +14,7 @@ import torch
 import bench.config as config
 import bench.heads as heads
 from bench.config import CPU_SMALL, RunConfig, RunOptions, build_config, resolve_config
-from bench.datasets.defaults import DATASET_DEFAULTS, GENERIC, dataset_defaults
+from bench.defaults import DATASET_DEFAULTS, GENERIC, dataset_defaults
 from bench.heads import HeadSpec, create_head, parse_head
 
 
@@ -106,11 +106,11 @@ def test_a_head_spec_is_parsed_once(monkeypatch):
 
 
 def test_the_commands_take_one_options_value(monkeypatch, tmp_path):
-    from bench import cli
+    from bench import cli, commands
 
-    seen = []
-    monkeypatch.setattr(cli, "run_command", seen.append)
-    monkeypatch.setattr(cli, "study_command", lambda name, options: seen.append((name, options)))
+    seen = []  # the CLI imports the commands where they run (start-up time): patch them in their module
+    monkeypatch.setattr(commands, "run_command", seen.append)
+    monkeypatch.setattr(commands, "study_command", lambda name, options: seen.append((name, options)))
     cli.main(["run", "--heads", "gap,csra", "--batch-sizes", "2", "--no-timing", "--results-dir", str(tmp_path)])
     cli.main(["study", "compute", "--backbone", "resnet10t", "--seeds", ""])
     run, (name, study) = seen

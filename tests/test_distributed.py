@@ -347,7 +347,7 @@ def test_torchrun_entry_point_writes_one_row(tmp_path):
 
 
 def test_the_entry_points_defaults_are_the_datasets():
-    from bench.datasets.defaults import DATASET_DEFAULTS, GENERIC
+    from bench.defaults import DATASET_DEFAULTS, GENERIC
     from bench.distributed import DistributedOptions
 
     given = dict(backbone="test_resnet", head="gap", data_root=None, seed=0, batch_size=8, eval_batch_size=8, lr=1e-3,

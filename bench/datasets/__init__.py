@@ -45,7 +45,7 @@ def create_dataset(spec: str, split: str = "train", root: Optional[str] = None, 
     return ds
 
 
-from .defaults import DATASET_DEFAULTS  # noqa: E402,F401
+from ..defaults import DATASET_DEFAULTS  # noqa: E402,F401
 
 def dataset_num_classes(spec: str, root: Optional[str] = None) -> int:
     """N of a dataset spec. A dataset whose class count is fixed by its definition (``class_count``: Fashion-MNIST's

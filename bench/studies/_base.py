@@ -6,7 +6,6 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ..config import DEFAULTS, RunConfig, RunOptions, dataset_classes, resolve_config
 from ..registry import Registry
 
 STUDIES: Registry = Registry("study")
@@ -139,6 +138,10 @@ class Study:
         """The RunConfigs of the study, every one writing to the study's own results file: each variation over
         ``base``, the overrides given (not None) over both (the data options only where the variation trains),
         the rest resolved by ``bench.config.resolve_config`` as for ``bench run``."""
+        # Lazy: the configuration resolves heads and datasets, which load torch; the report reads the studies
+        # (their grids, hypotheses and sections) without loading model code.
+        from ..config import DEFAULTS, RunConfig, RunOptions, resolve_config
+
         fields = {f.name for f in dataclasses.fields(RunConfig)}
         unknown = set(overrides) - fields
         if unknown:
@@ -168,6 +171,8 @@ class Study:
 
 
 def _dataset_classes(spec: str, root) -> int:
+    from ..config import dataset_classes  # lazy: see Study.configs
+
     return dataset_classes(spec, root)
 
 

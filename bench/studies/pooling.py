@@ -20,7 +20,7 @@ import pandas as pd
 from ..plots import plot_accuracy_vs_cost
 from ..reportkit import Context
 from ..stats import t_critical
-from ..tables import md_table
+from ..fmt import md_table
 from ._base import PROXY, SETTING, SMALL, Hypothesis, Study, register_study
 
 # The heads, one canonical spec each (the ``head`` label of their rows; written out, not computed, so that the

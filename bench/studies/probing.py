@@ -17,11 +17,10 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from .. import aggregate as agg
-from ..fmt import format_count
 from ..plots import plot_accuracy_vs_cost
 from ..rows import accuracy_rows, cost_rows, num as _num
 from ..stats import by_seed, evaluate, select, t_critical
-from ..tables import fmt_interval, md_table
+from ..fmt import fmt_interval, format_count, md_table
 from ._base import SETTING, SMALL, Hypothesis, Study, register_study
 
 BACKBONES = ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"]
