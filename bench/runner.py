@@ -16,7 +16,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
 
-from .config import DTYPES, build_config, default_threads, resolve_device  # noqa: F401  (the last two re-exported)
+from .config import DTYPES, RunConfig, default_threads, resolve_device  # noqa: F401  (the last two re-exported)
 from .evaluation import train_and_evaluate, train_and_evaluate_probes
 from .flops import model_cost_cached
 from .knn import knn_label
@@ -24,12 +24,6 @@ from .memory import HeadRecipe, MemoryJob, Step, StepOutOfMemory, fits, head_kwa
 from .model import assemble, create_backbone
 from .results import ResultsWriter, environment, read_results, row_key, weights_label
 from .timing import is_out_of_memory, time_callable, time_interleaved, with_oom_backoff
-
-# Transition: the configuration is ``bench.config.RunConfig`` (frozen; building one does no I/O) and
-# ``bench.config.resolve_config`` resolves its defaults. This name, kept for the callers that import it from here,
-# builds one from keywords, the rest resolved as ``bench run`` resolves them (``build_config``). In this module
-# ``RunConfig`` in an annotation means the configuration.
-RunConfig = build_config
 
 
 @dataclass

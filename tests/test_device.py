@@ -6,7 +6,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from bench.runner import RunConfig, resolve_device
+from bench.config import build_config
+from bench.runner import resolve_device
 from bench.training import TrainConfig
 
 
@@ -14,7 +15,7 @@ from bench.training import TrainConfig
 def test_auto_is_cuda_when_available_else_cpu(monkeypatch, available, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
     assert resolve_device("auto") == expected
-    assert RunConfig(cost_only=True).device == expected  # the default, resolved in the config itself
+    assert build_config(cost_only=True).device == expected  # the default, resolved in the config itself
     assert TrainConfig().resolved_device().type == expected  # bench.distributed's default goes through this
     assert resolve_device("cpu") == "cpu"
 
@@ -22,9 +23,9 @@ def test_auto_is_cuda_when_available_else_cpu(monkeypatch, available, expected):
 def test_an_explicit_cuda_without_one_fails_clearly(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="no CUDA device is available here"):
-        RunConfig(device="cuda", cost_only=True)
+        build_config(device="cuda", cost_only=True)
     with pytest.raises(ValueError, match="valid: auto, cpu, cuda, cuda:N"):
-        RunConfig(device="tpu", cost_only=True)
+        build_config(device="tpu", cost_only=True)
 
 
 def test_the_commands_default_to_auto():

@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 
 from bench.estimate import (LONG_ON_CPU_S, MIN_ROUNDS, _timing_loop_s, cell_key, estimate_cells, faster_ways)
-from bench.runner import RunConfig, plan_cells
+from bench.config import build_config
+from bench.runner import plan_cells
 
 
 def test_timing_loop_rounds_follow_min_time_and_min_rounds():
@@ -22,11 +23,11 @@ def test_estimate_scales_with_epochs_and_seeds(tmp_path):
     kw = dict(heads=["gap"], backbones=["test_resnet"], img_size=32, num_classes=6, epochs=2, seeds=[0],
               dataset="scenes(classes=6, train_size=64, val_size=16)", workers=0, train_batch_size=16,
               timing=False, results_dir=str(tmp_path), device="cpu")
-    one = RunConfig(**kw)
+    one = build_config(**kw)
     cells = plan_cells(one)
     per = estimate_cells(one, cells)
     assert len(per) == len(cells) and all(s > 0 for s in per)
-    three = RunConfig(**{**kw, "seeds": [0, 1, 2], "epochs": 4})
+    three = build_config(**{**kw, "seeds": [0, 1, 2], "epochs": 4})
     per3 = estimate_cells(three, plan_cells(three))
     acc1 = sum(s for c, s in zip(cells, per) if c.kind == "accuracy")
     acc3 = sum(s for c, s in zip(plan_cells(three), per3) if c.kind == "accuracy")
@@ -34,7 +35,7 @@ def test_estimate_scales_with_epochs_and_seeds(tmp_path):
 
 
 def test_a_long_cpu_run_names_the_faster_ways(tmp_path):
-    cfg = RunConfig(heads=["gap", "mldecoder"], backbones=["test_resnet"], seeds=[0, 1, 2], device="cpu",
+    cfg = build_config(heads=["gap", "mldecoder"], backbones=["test_resnet"], seeds=[0, 1, 2], device="cpu",
                     results_dir=str(tmp_path))
     cells = plan_cells(cfg)
     per = [LONG_ON_CPU_S] * len(cells)
@@ -49,7 +50,7 @@ def test_a_long_cpu_run_names_the_faster_ways(tmp_path):
 def test_progress_bar_advances_by_each_cells_estimate(tmp_path):
     from bench.commands import _progress_bar
 
-    cfg = RunConfig(heads=["gap"], backbones=["test_resnet"], seeds=[0, 1], device="cpu", results_dir=str(tmp_path))
+    cfg = build_config(heads=["gap"], backbones=["test_resnet"], seeds=[0, 1], device="cpu", results_dir=str(tmp_path))
     cells = plan_cells(cfg)
     per = [1.0 * (i + 1) for i in range(len(cells))]
     bar, on_cell = _progress_bar(cells, per, disable=False)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from bench.knn import knn_label, knn_logits, knn_macs, knn_scores, pooled
-from bench.runner import RunConfig, pending_cells, plan_cells, run
+from bench.config import build_config
+from bench.runner import pending_cells, plan_cells, run
 
 
 def _direct(train, train_labels, test, num_classes, k, temperature):
@@ -95,13 +96,13 @@ def test_label_and_macs():
 
 def test_knn_needs_the_probe_protocol():
     with pytest.raises(ValueError, match="needs --protocol probe"):
-        RunConfig(heads=["gap"], backbones=["test_resnet"], protocol="finetune", knn=5, dataset="scenes")
+        build_config(heads=["gap"], backbones=["test_resnet"], protocol="finetune", knn=5, dataset="scenes")
     with pytest.raises(ValueError, match="knn must be"):
-        RunConfig(heads=["gap"], backbones=["test_resnet"], protocol="probe", knn=-1, dataset="scenes")
+        build_config(heads=["gap"], backbones=["test_resnet"], protocol="probe", knn=-1, dataset="scenes")
 
 
 def _cfg(tmp_path, heads):
-    return RunConfig(heads=heads, backbones=["test_resnet"], img_size=32, protocol="probe", epochs=1, seeds=[0, 1],
+    return build_config(heads=heads, backbones=["test_resnet"], img_size=32, protocol="probe", epochs=1, seeds=[0, 1],
                      timing=False, workers=0, knn=5, dataset="scenes(train_size=48, val_size=32)",
                      results_dir=str(tmp_path), run_id="knn", cache_dir=str(tmp_path / "cache"))
 

@@ -223,10 +223,11 @@ def test_cost_rows_record_out_of_memory_and_back_off_without_losing_anything(mon
     """One head's training step fits only at batch 2 of 8, another's at none: both rows keep their MACs and
     latency; the first records train_batch_size 2 and why, the second train_status 'oom'; the third head is
     measured at 8. The backbone alone is measured once per batch (cached), at each head's training batch."""
-    from bench.runner import Cell, RunConfig, run_cost_cell
+    from bench.config import build_config
+    from bench.runner import Cell, run_cost_cell
 
     heads = ["gap", "mldecoder(embed=32, heads=2, ffn=64)", "csra"]
-    cfg = RunConfig(heads=heads, backbones=["test_resnet"], img_size=32, num_classes=7, batch_sizes=[8],
+    cfg = build_config(heads=heads, backbones=["test_resnet"], img_size=32, num_classes=7, batch_sizes=[8],
                     cost_only=True, min_time_s=0.0, results_dir=str(tmp_path))
     fake, calls = _fake_measure({cfg.heads[1]: 2, "csra": 0})
     monkeypatch.setattr(memory, "measure_memory", fake)
@@ -251,7 +252,8 @@ def test_cost_rows_record_out_of_memory_and_back_off_without_losing_anything(mon
 
 
 def test_switches_leave_the_columns_out(monkeypatch, tmp_path):
-    from bench.runner import Cell, RunConfig, run_cost_cell
+    from bench.config import build_config
+    from bench.runner import Cell, run_cost_cell
 
     fake, calls = _fake_measure({})
     monkeypatch.setattr(memory, "measure_memory", fake)
@@ -259,19 +261,20 @@ def test_switches_leave_the_columns_out(monkeypatch, tmp_path):
     base = dict(heads=["gap"], backbones=["test_resnet"], img_size=32, num_classes=7, batch_sizes=[2],
                 cost_only=True, min_time_s=0.0, results_dir=str(tmp_path))
     cell = Cell("cost", "test_resnet", ["gap"], batch_size=2)
-    (row,) = run_cost_cell(RunConfig(**base, memory=False), cell)
+    (row,) = run_cost_cell(build_config(**base, memory=False), cell)
     assert row["train_step_ms_p50"] > 0 and not any(k.startswith("mem_") for k in row) and not calls
-    (row,) = run_cost_cell(RunConfig(**base, train_timing=False, latency=False), cell)
+    (row,) = run_cost_cell(build_config(**base, train_timing=False, latency=False), cell)
     assert row["mem_train_peak_mib"] == 7.0 and "train_step_ms_p50" not in row and "latency_ms_p50" not in row
 
 
 def test_probe_protocol_trains_the_head_alone(monkeypatch, tmp_path):
-    from bench.runner import Cell, RunConfig, run_cost_cell
+    from bench.config import build_config
+    from bench.runner import Cell, run_cost_cell
 
     fake, calls = _fake_measure({})
     monkeypatch.setattr(memory, "measure_memory", fake)
     monkeypatch.setattr(memory, "_CACHE", {})
-    cfg = RunConfig(heads=["gap"], backbones=["test_resnet"], img_size=32, num_classes=7, batch_sizes=[2],
+    cfg = build_config(heads=["gap"], backbones=["test_resnet"], img_size=32, num_classes=7, batch_sizes=[2],
                     cost_only=True, min_time_s=0.0, protocol="probe", results_dir=str(tmp_path))
     (row,) = run_cost_cell(cfg, Cell("cost", "test_resnet", ["gap"], batch_size=2))
     assert ("head", "gap", "train", 2) in calls and ("model", "gap", "infer", 2) in calls
@@ -281,11 +284,12 @@ def test_probe_protocol_trains_the_head_alone(monkeypatch, tmp_path):
 
 def test_estimate_accounts_for_memory_and_training(tmp_path):
     from bench.estimate import estimate_seconds
-    from bench.runner import RunConfig, plan_cells
+    from bench.config import build_config
+    from bench.runner import plan_cells
 
     base = dict(heads=["gap"], backbones=["test_resnet"], img_size=32, batch_sizes=[4], cost_only=True,
                 min_time_s=0.0, results_dir=str(tmp_path))
-    est = {k: estimate_seconds(RunConfig(**base, **kw), plan_cells(RunConfig(**base, **kw)), plots=False)
+    est = {k: estimate_seconds(build_config(**base, **kw), plan_cells(build_config(**base, **kw)), plots=False)
            for k, kw in dict(all={}, no_mem=dict(memory=False), none=dict(memory=False, train_timing=False)).items()}
     assert est["all"] - est["no_mem"] >= 4 * memory.PROCESS_START_S  # 2 figures for the head, 2 for the backbone
     assert est["no_mem"] > est["none"]

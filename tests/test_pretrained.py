@@ -137,11 +137,11 @@ def test_pretrained_weights_change_the_feature_cache_key():
 
 def test_pretrained_runs_resize_with_the_backbones_interpolation():
     from bench.evaluation import _datasets
-    from bench.runner import RunConfig
+    from bench.config import build_config
 
     kw = dict(dataset="fashion-mnist(train_size=8, val_size=8)", protocol="probe", device="cpu", heads=["gap"])
     for pretrained, expected in ((True, "bicubic"), (False, "bilinear")):
-        cfg = RunConfig(backbones=[LITES[0]], pretrained=pretrained, **kw)
+        cfg = build_config(backbones=[LITES[0]], pretrained=pretrained, **kw)
         train_ds, val_ds = _datasets(cfg, LITES[0])
         assert train_ds.interpolation == val_ds.interpolation == expected
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 
 from bench.results import read_results
-from bench.runner import RunConfig, cell_keys, plan_cells, run
+from bench.config import build_config
+from bench.runner import cell_keys, plan_cells, run
 
 HEADS = ["gap", "mldecoder(embed=32, ffn=64, heads=4, dropout=0.1)", "txdec(embed=32, ffn=64, heads=4, dropout=0.1)"]
 METRICS = ["map", "map_ema", "cf1", "of1", "params_head", "gmacs_head", "train_images", "eval_images"]
 
 
 def probe_cfg(tmp_path, run_id, heads, seeds=(0, 1)):
-    return RunConfig(heads=heads, backbones=["test_resnet"], img_size=32, num_classes=6, protocol="probe", epochs=2,
+    return build_config(heads=heads, backbones=["test_resnet"], img_size=32, num_classes=6, protocol="probe", epochs=2,
                      seeds=list(seeds), dataset="scenes(classes=6, train_size=48, val_size=24)", workers=0,
                      train_batch_size=16, timing=False, results_dir=str(tmp_path / "runs"),
                      cache_dir=str(tmp_path / "cache"), run_id=run_id, device="cpu")
@@ -23,7 +24,7 @@ def test_probe_cells_hold_every_head_of_a_seed(tmp_path):
     acc = [c for c in plan_cells(cfg) if c.kind == "accuracy"]
     assert [(c.heads, c.seed) for c in acc] == [(cfg.heads, 0), (cfg.heads, 1)]
     assert [k["head"] for k in cell_keys(cfg, acc[0])] == cfg.heads and "probe 3 heads" in acc[0].label
-    finetune = RunConfig(**{**cfg.__dict__, "protocol": "finetune", "run_id": "ft"})
+    finetune = build_config(**{**cfg.__dict__, "protocol": "finetune", "run_id": "ft"})
     assert len([c for c in plan_cells(finetune) if c.kind == "accuracy"]) == 3 * 2  # one per head and seed
 
 
