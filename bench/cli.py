@@ -7,9 +7,9 @@ import sys
 
 import click
 
-from .defaults import DATASET_DEFAULTS, DEFAULTS, DTYPES, PROTOCOLS
-from .fmt import format_table
-from .report import build_report
+from .run.defaults import DATASET_DEFAULTS, DEFAULTS, DTYPES, PROTOCOLS
+from .report.fmt import format_table
+from .report.render import build_report
 from .spec import split_specs
 from .studies import get_study, list_studies
 
@@ -141,7 +141,7 @@ def _per_dataset(key: str) -> str:
 def run_cmd(**kw):
     """Measure heads on backbones: cost (params, MACs, latency, throughput) and accuracy, as tidy rows."""
     from .commands import run_command  # torch: see the imports above
-    from .config import RunOptions
+    from .run.config import RunOptions
 
     run_command(RunOptions.from_cli(**kw))
 
@@ -259,7 +259,7 @@ def _study_command(name: str):
         for key in ("backbones", "seeds", "batch_sizes", "cost_only", "pretrained"):
             kw[key] = kw[key] or None  # an empty list or a flag not given: the study's own value
         from .commands import study_command  # torch: see the imports above
-        from .config import RunOptions
+        from .run.config import RunOptions
 
         study_command(name, RunOptions.from_cli(**kw))
 

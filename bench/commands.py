@@ -1,7 +1,7 @@
 """What the CLI commands do, kept apart from click's option declarations in ``bench.cli``.
 
-``bench run`` and ``bench study NAME`` take one ``bench.config.RunOptions`` (what the user gave); the run's
-defaults are decided by ``bench.config.resolve_config`` alone."""
+``bench run`` and ``bench study NAME`` take one ``bench.run.config.RunOptions`` (what the user gave); the run's
+defaults are decided by ``bench.run.config.resolve_config`` alone."""
 from __future__ import annotations
 
 import fnmatch
@@ -14,24 +14,24 @@ import pandas as pd
 import timm
 from tqdm import tqdm
 
-from .check import compare, format_table as check_table, has_regression, make_baseline, parse_tolerances
-from .check import summarize as check_summary
-from .config import DEFAULTS, RunConfig, RunOptions, resolve_config
+from .analysis.check import compare, format_table as check_table, has_regression, make_baseline, parse_tolerances
+from .analysis.check import summarize as check_summary
+from .run.config import DEFAULTS, RunConfig, RunOptions, resolve_config
 from .datasets import DATASETS
-from .estimate import AFTER_CELLS_S, PLOTS_S, cell_key, duration, estimate_cells, estimate_seconds, faster_ways
-from .executors import RayExecutor, run_many
-from .fmt import format_table
+from .measure.estimate import AFTER_CELLS_S, PLOTS_S, cell_key, duration, estimate_cells, estimate_seconds, faster_ways
+from .run.executors import RayExecutor, run_many
+from .report.fmt import format_table
 from .heads import create_head
-from .interrupt import Interrupted, handle_signals, resume_hint, with_resume
-from .model import create_backbone, load_checkpoint_file
-from .plots import plot_results
-from .pretrained import check_hub
+from .run.interrupt import Interrupted, handle_signals, resume_hint, with_resume
+from .backbones.model import create_backbone, load_checkpoint_file
+from .report.plots import plot_results
+from .backbones.pretrained import check_hub
 from .registry import unknown_message
-from .results import read_results, result_files
-from .runner import LocalExecutor, pending_cells, plan_cells, run
+from .run.results import read_results, result_files
+from .run.runner import LocalExecutor, pending_cells, plan_cells, run
 from .spec import parse_spec
 from .studies import get_study
-from .tables import fmt_interval, fmt_pm, summarize
+from .report.tables import fmt_interval, fmt_pm, summarize
 
 
 def validate(cfg: RunConfig) -> None:
@@ -75,7 +75,7 @@ def run_command(options: RunOptions) -> None:
     cells behind a progress bar, then print the summary (and write the plots)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("bench run does not run under torchrun (every process would write rows); for "
-                         "data-parallel fine-tuning use `torchrun --nproc_per_node=N -m bench.distributed ...`")
+                         "data-parallel fine-tuning use `torchrun --nproc_per_node=N -m bench.train.distributed ...`")
     cfg = resolve_config(options)  # the device once: the header, the defaults and every row name the same one
     validate(cfg)
     ex = make_executor(options.executor, options.ray_address)

@@ -2,14 +2,14 @@
 
 For each (backbone, dataset, resolution), in one process and back to back: the backbone's sustained inference
 throughput at the batch (images / wall seconds over as many forward passes of a batch already in memory,
-channels-last as extraction runs it, as the extraction makes), then ``bench.features.extract_features`` over the
+channels-last as extraction runs it, as the extraction makes), then ``bench.train.features.extract_features`` over the
 dataset's images at the same batch, without a cache (images made or read, standardised, run through the backbone,
 stored), also images / wall seconds. The ratio of the two is what the data pipeline leaves of the backbone's speed
 (issue 18 asks for >= 90%). Both are sustained throughputs over the same number of batches: a median of timed
-passes (what ``bench.timing`` reports as latency) leaves out the stalls that a loop of passes has, and on this
+passes (what ``bench.measure.timing`` reports as latency) leaves out the stalls that a loop of passes has, and on this
 shared machine made the ratio read 5-10 points lower than the loops' own ratio. Both run twice, interleaved, and the better of each is
 kept, so a stall of this shared machine counts against neither; both in the allocator regime extraction runs in
-(``bench.alloc``), after a few seconds of discarded forward passes.
+(``bench.measure.alloc``), after a few seconds of discarded forward passes.
 
     python scripts/feature_cost.py                    # the default run's setting, and emoji
     python scripts/feature_cost.py --out -            # print only
@@ -28,12 +28,12 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench.alloc import keep_freed_memory  # noqa: E402
+from bench.measure.alloc import keep_freed_memory  # noqa: E402
 from bench.datasets import create_dataset  # noqa: E402
-from bench.features import extract_features  # noqa: E402
-from bench.model import create_backbone  # noqa: E402
-from bench.pretrained import data_config_of  # noqa: E402
-from bench.timing import time_callable  # noqa: E402
+from bench.train.features import extract_features  # noqa: E402
+from bench.backbones.model import create_backbone  # noqa: E402
+from bench.backbones.pretrained import data_config_of  # noqa: E402
+from bench.measure.timing import time_callable  # noqa: E402
 
 SETTINGS = [  # (backbone, dataset spec, img_size, images)
     ("tf_efficientnet_lite0", "scenes", 128, 1024),
@@ -81,7 +81,7 @@ def _clear_render_caches() -> None:
 
 
 def _warm_up(batch: int, threads: int) -> None:
-    """The allocator regime extraction runs in (``bench.alloc.keep_freed_memory``; without it glibc's adaptive
+    """The allocator regime extraction runs in (``bench.measure.alloc.keep_freed_memory``; without it glibc's adaptive
     mmap threshold made the first backbone timed in a process ~25% slower than the same one timed after an
     extraction: 166-168 against 218-221 img/s for lite0 at 128 px, seen here), then a few seconds of forward
     passes, discarded."""

@@ -9,7 +9,7 @@ import os
 
 import pandas as pd
 
-from bench.results import COLUMNS
+from bench.run.results import COLUMNS
 
 README = "official README figure 'COCO mAP vs FLOPs' (read by eye, +-0.1)"
 ZOO = "official README / MODEL_ZOO (released checkpoint)"

@@ -52,7 +52,7 @@ lines = [
     f"| ratio 5 / 1 | {w5 / w1:.2f} | {c5 / c1:.2f} |", "",
     "Wall ratio of each pair: " + ", ".join(f"{r:.2f}" for r in ratios) + f" (median {statistics.median(ratios):.2f}).", "",
     "Target: ratio <= 1.5 (5.00 if nothing were shared). The heads of a (backbone, seed) train together on one "
-    "pass over the cached features per epoch (`bench.training.train_probes`).",
+    "pass over the cached features per epoch (`bench.train.training.train_probes`).",
 ]
 open(report, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))

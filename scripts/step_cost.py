@@ -7,7 +7,7 @@
 2. AdamW step on the parameters of ``attnpool`` on 512 channels (3.2M): foreach against fused (``training.adamw``).
 3. The allocator: a fine-tuning step (test_resnet + gap, batch 64, 64 px, the default run's) and a probe step
    (txdec at CPU widths on resnet18's 512 x 3 x 3 features, batch 64), each in fresh processes with glibc's
-   defaults and with ``bench.alloc.keep_freed_memory``, alternating (the setting is per process).
+   defaults and with ``bench.measure.alloc.keep_freed_memory``, alternating (the setting is per process).
 Medians over rounds, at the run's thread count (``--threads`` of bench: here torch's default). Run it on a quiet
 machine; the ratios hold better than the absolute times.
 """
@@ -27,13 +27,13 @@ sys.path.insert(0, ROOT)
 
 CHILD = r"""
 import json, sys, time, torch
-from bench.alloc import keep_freed_memory
+from bench.measure.alloc import keep_freed_memory
 if sys.argv[1] == "keep":
     keep_freed_memory()
 from bench.heads import create_head
-from bench.losses import compute_loss
-from bench.model import build_model
-from bench.training import ModelEMA, adamw
+from bench.train.losses import compute_loss
+from bench.backbones.model import build_model
+from bench.train.training import ModelEMA, adamw
 torch.manual_seed(0)
 out = {}
 for name in ("finetune", "probe"):

@@ -7,7 +7,7 @@
                 measured wall time and the whole set's to the report
 
 Every study's training configurations are planned from scratch (an empty results folder: every cell pending) at
-one thread and estimated by bench.estimate (quick measurements of each cell's work: a training step, forward
+one thread and estimated by bench.measure.estimate (quick measurements of each cell's work: a training step, forward
 passes, data reads), the figure `bench study NAME` prints before it starts. Its cost-only configurations
 (paper-scale models timed at their batch sizes) are left out: the classes study's batch-32 ones alone are days on
 a CPU. The accuracy studies are then scheduled on two single-thread lanes, longest first (two `bench study NAME
@@ -27,8 +27,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
-from bench.estimate import duration, estimate_seconds  # noqa: E402
-from bench.runner import plan_cells  # noqa: E402
+from bench.measure.estimate import duration, estimate_seconds  # noqa: E402
+from bench.run.runner import plan_cells  # noqa: E402
 from bench.studies import get_study, list_studies  # noqa: E402
 
 LANES = 2
@@ -79,7 +79,7 @@ def main(report="reports/perf/studies_time.md", run=None):
     total = sum(accuracy.values())
     lines = ["# The studies' time on this machine", "",
              "Command: `python scripts/studies_time.py` (each study planned from scratch at one thread and estimated "
-             "by `bench.estimate`, the figure `bench study NAME` prints before it starts).", "",
+             "by `bench.measure.estimate`, the figure `bench study NAME` prints before it starts).", "",
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, torch "
              f"{torch.__version__}; {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.", "",
              "| study | configurations | cells | trained cells | estimate at 1 thread |", "|---|---:|---:|---:|---:|"]

@@ -1,4 +1,4 @@
-"""bench.aggregate: aggregates across settings checked against scipy and autorank (and rliable where it imports)
+"""bench.analysis.aggregate: aggregates across settings checked against scipy and autorank (and rliable where it imports)
 on known data, probabilities and ranks computed by hand, the input conventions, and the rank plot's files."""
 import math
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from bench import aggregate as ag
+from bench.analysis import aggregate as ag
 
 RESAMPLES = 2000  # enough for the checks below; the default (50 000) is for reports
 

@@ -1,11 +1,11 @@
-"""bench.check: matching results to a baseline, statuses per metric, tolerances, the rendered table."""
+"""bench.analysis.check: matching results to a baseline, statuses per metric, tolerances, the rendered table."""
 import pandas as pd
 import pytest
 
-from bench.check import (
+from bench.analysis.check import (
     DEFAULT_TOLERANCES, METRIC_RULES, compare, format_table, has_regression, parse_tolerances, summarize,
 )
-from bench.results import ResultsWriter, read_results
+from bench.run.results import ResultsWriter, read_results
 
 IDS = dict(backbone="resnet18", head="gap", img_size=224, num_classes=40, batch_size=32, device="cpu",
            dtype="float32", channels_last=False, compile=False, dataset="scenes", protocol="probe", epochs=2,

@@ -7,7 +7,7 @@ import pytest
 
 from bench.cli import main
 from bench.heads import list_heads
-from bench.results import COLUMNS
+from bench.run.results import COLUMNS
 
 TINY = ["--backbone", "test_resnet", "--img-size", "32", "--batch-sizes", "1,2", "--min-time", "0.01"]
 
@@ -118,7 +118,7 @@ def test_unwritable_results_dir(tmp_path, capsys):
 def test_run_help_names_the_real_per_dataset_defaults(capsys):
     import re
 
-    from bench.defaults import DATASET_DEFAULTS as D
+    from bench.run.defaults import DATASET_DEFAULTS as D
 
     code, out, _ = run_cli(["run", "--help"], capsys)
     text = re.sub(r"-\s+", "-", " ".join(out.split()))  # unwrapped (click breaks lines at spaces and hyphens)
@@ -130,7 +130,7 @@ def test_run_help_names_the_real_per_dataset_defaults(capsys):
 
 
 def test_results_file_cut_mid_line_warns_and_shows_the_rest(tmp_path, capsys):
-    from bench.results import ResultsWriter
+    from bench.run.results import ResultsWriter
 
     path = tmp_path / "run.csv"
     rows = [dict(run_id="run", backbone="test_resnet", head=h, img_size=32, batch_size=1, gmacs_head=0.5,

@@ -1,4 +1,4 @@
-"""The run configuration (bench.config): building a RunConfig does no I/O and it cannot be changed in place;
+"""The run configuration (bench.run.config): building a RunConfig does no I/O and it cannot be changed in place;
 resolve_config decides every default from what a user gave (device, dataset, cost-only or training, the CPU
 training run); a head spec is parsed once into a HeadSpec carrying its canonical label; the commands take one
 options value."""
@@ -11,10 +11,10 @@ import pickle
 import pytest
 import torch
 
-import bench.config as config
+import bench.run.config as config
 import bench.heads as heads
-from bench.config import CPU_SMALL, RunConfig, RunOptions, build_config, resolve_config
-from bench.defaults import DATASET_DEFAULTS, GENERIC, dataset_defaults
+from bench.run.config import CPU_SMALL, RunConfig, RunOptions, build_config, resolve_config
+from bench.run.defaults import DATASET_DEFAULTS, GENERIC, dataset_defaults
 from bench.heads import HeadSpec, create_head, parse_head
 
 

@@ -1,4 +1,4 @@
-"""``--device auto`` (the default of bench run, bench study and bench.distributed): CUDA when torch sees one, else
+"""``--device auto`` (the default of bench run, bench study and bench.train.distributed): CUDA when torch sees one, else
 the CPU, resolved once. CUDA is faked here (torch.cuda.is_available patched): no test needs a GPU."""
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from bench.config import build_config
-from bench.runner import resolve_device
-from bench.training import TrainConfig
+from bench.run.config import build_config
+from bench.run.runner import resolve_device
+from bench.train.training import TrainConfig
 
 
 @pytest.mark.parametrize("available, expected", [(True, "cuda"), (False, "cpu")])
@@ -16,7 +16,7 @@ def test_auto_is_cuda_when_available_else_cpu(monkeypatch, available, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
     assert resolve_device("auto") == expected
     assert build_config(cost_only=True).device == expected  # the default, resolved in the config itself
-    assert TrainConfig().resolved_device().type == expected  # bench.distributed's default goes through this
+    assert TrainConfig().resolved_device().type == expected  # bench.train.distributed's default goes through this
     assert resolve_device("cpu") == "cpu"
 
 
@@ -30,7 +30,7 @@ def test_an_explicit_cuda_without_one_fails_clearly(monkeypatch):
 
 def test_the_commands_default_to_auto():
     from bench.cli import cli
-    from bench.distributed import main  # noqa: F401 (its click options are built in main)
+    from bench.train.distributed import main  # noqa: F401 (its click options are built in main)
 
     runner = CliRunner()
     for args in (["run", "--help"], ["study", "classes", "--help"]):
@@ -38,14 +38,14 @@ def test_the_commands_default_to_auto():
         assert "auto (CUDA when available, else the CPU)" in out or "default: auto" in out.replace("\n", " "), args
     import inspect
 
-    import bench.distributed as d
+    import bench.train.distributed as d
 
     assert 'default="auto"' in inspect.getsource(d.main)
 
 
 def test_the_header_and_rows_name_the_resolved_device(monkeypatch, tmp_path, capsys):
     from bench.cli import main
-    from bench.results import read_results
+    from bench.run.results import read_results
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     main(["run", "--cost-only", "--no-timing", "--heads", "gap", "--backbone", "test_resnet", "--img-size",

@@ -23,9 +23,9 @@ from torch import nn
 
 from bench.datasets import HeadDataset
 from bench.heads import create_head
-from bench.metrics import mean_average_precision, sigmoid
-from bench.model import HeadModel
-from bench.training import TrainConfig, TrainingDiverged, predict, seed_everything, train_finetune
+from bench.analysis.metrics import mean_average_precision, sigmoid
+from bench.backbones.model import HeadModel
+from bench.train.training import TrainConfig, TrainingDiverged, predict, seed_everything, train_finetune
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="needs torch.distributed with the gloo backend")
@@ -110,7 +110,7 @@ def _entry(rank, port, job, tmp):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD), RANK=str(rank),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from bench.distributed import init_distributed
+    from bench.train.distributed import init_distributed
 
     init_distributed("gloo")
     try:
@@ -144,7 +144,7 @@ EVAL_SIZES = (7, 8, 1)  # odd (rank 1 gets one padding sample), even, and fewer 
 
 
 def _eval_job(rank, tmp):
-    from bench.distributed import predict_distributed
+    from bench.train.distributed import predict_distributed
 
     model = tiny_model("mldecoder(groups=2, layers=1, embed=32, heads=2, ffn=64)")
     out = {}
@@ -196,7 +196,7 @@ EQUIVALENCE = [("asl_sum", dict(grad_clip=0.5), 0.0),
 
 def first_step_gradients(kw, unknown, distributed):
     """The gradients of the first step's batch (the global one, from whichever ranks), after DDP's all-reduce."""
-    from bench.training import _Labels, _Trainer, _TrainerOptions
+    from bench.train.training import _Labels, _Trainer, _TrainerOptions
 
     t = _Trainer(tiny_model(batchnorm=False), ToyDataset(n=20, unknown=unknown), cfg(**kw),
                  _Labels(multilabel=True, num_classes=C), _TrainerOptions(workers=0, distributed=distributed))
@@ -208,7 +208,7 @@ def first_step_gradients(kw, unknown, distributed):
 
 
 def _train_job(rank, tmp):
-    import bench.training as training
+    import bench.train.training as training
 
     writes = []
     save = training._atomic_save
@@ -314,8 +314,8 @@ def test_two_processes_with_global_batch_b_train_like_one_with_batch_b(train_ran
 
 
 def test_batch_size_must_divide_over_the_ranks(monkeypatch):
-    import bench.ddp as d
-    from bench.training import _Labels, _Trainer, _TrainerOptions
+    import bench.train.ddp as d
+    from bench.train.training import _Labels, _Trainer, _TrainerOptions
 
     monkeypatch.setattr(d, "current", lambda: d.DistContext(rank=0, local_rank=0, world_size=2))  # checked first
     with pytest.raises(ValueError, match="divisible by the number of processes"):
@@ -329,13 +329,13 @@ def test_batch_size_must_divide_over_the_ranks(monkeypatch):
 def test_torchrun_entry_point_writes_one_row(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONWARNINGS="ignore")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
-           "-m", "bench.distributed", "--backbone", "test_resnet", "--head", "gap",
+           "-m", "bench.train.distributed", "--backbone", "test_resnet", "--head", "gap",
            "--dataset", "scenes(classes=6, train_size=16, val_size=9)", "--img-size", "32", "--epochs", "1",
            "--batch-size", "8", "--workers", "0", "--ema-decay", "0.5", "--backend", "gloo", "--device", "cpu",
            "--results-dir", str(tmp_path / "runs"), "--run-id", "ddp", "--checkpoint-dir", str(tmp_path / "ck")]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
     assert p.returncode == 0, p.stderr[-2000:]
-    from bench.results import read_results
+    from bench.run.results import read_results
 
     df = read_results([str(tmp_path / "runs" / "ddp.csv")])
     assert len(df) == 1  # rank 0 only
@@ -347,8 +347,8 @@ def test_torchrun_entry_point_writes_one_row(tmp_path):
 
 
 def test_the_entry_points_defaults_are_the_datasets():
-    from bench.defaults import DATASET_DEFAULTS, GENERIC
-    from bench.distributed import DistributedOptions
+    from bench.run.defaults import DATASET_DEFAULTS, GENERIC
+    from bench.train.distributed import DistributedOptions
 
     given = dict(backbone="test_resnet", head="gap", data_root=None, seed=0, batch_size=8, eval_batch_size=8, lr=1e-3,
                  ema_decay=0.9, amp="off", workers=0, device="cpu", backend="gloo", pretrained=False,

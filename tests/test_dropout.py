@@ -104,7 +104,7 @@ def test_shared_queries_broadcast_to_the_batch_as_if_expanded():
 
 
 def test_keep_freed_memory_is_idempotent_and_changes_no_result():
-    from bench.alloc import keep_freed_memory
+    from bench.measure.alloc import keep_freed_memory
 
     torch.manual_seed(0)
     x = torch.randn(256, 256)

@@ -239,8 +239,8 @@ def test_the_fingerprint_keys_cached_features_on_the_font_and_unicode_version():
     keyed on both, so another font or Unicode version never meets stale cached targets."""
     import unicodedata
 
-    from bench.features import feature_cache_key
-    from bench.model import create_backbone
+    from bench.train.features import feature_cache_key
+    from bench.backbones.model import create_backbone
 
     ds = create_dataset("emoji(classes=5, train_size=4, val_size=4)", "val", img_size=32)
     assert unicodedata.unidata_version in ds.fingerprint and "font=" in ds.fingerprint

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from bench.estimate import (LONG_ON_CPU_S, MIN_ROUNDS, _timing_loop_s, cell_key, estimate_cells, faster_ways)
-from bench.config import build_config
-from bench.runner import plan_cells
+from bench.measure.estimate import (LONG_ON_CPU_S, MIN_ROUNDS, _timing_loop_s, cell_key, estimate_cells, faster_ways)
+from bench.run.config import build_config
+from bench.run.runner import plan_cells
 
 
 def test_timing_loop_rounds_follow_min_time_and_min_rounds():

@@ -1,4 +1,4 @@
-"""bench.executors.RayExecutor on a local 2-CPU Ray: the same rows as the local executor (cost columns equal,
+"""bench.run.executors.RayExecutor on a local 2-CPU Ray: the same rows as the local executor (cost columns equal,
 timings aside), failed cells recorded while the others go on, reruns that run only the missing cells, and a study
 through Ray. One Ray is started for the module; the tests are marked slow but run in the default suite."""
 from __future__ import annotations
@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from bench import executors
-from bench.config import build_config
-from bench.results import COST_COLUMNS, ENV_COLUMNS, KEY_COLUMNS, read_results
-from bench.runner import LocalExecutor, execute_cell, plan_cells, run
+from bench.run import executors
+from bench.run.config import build_config
+from bench.run.results import COST_COLUMNS, ENV_COLUMNS, KEY_COLUMNS, read_results
+from bench.run.runner import LocalExecutor, execute_cell, plan_cells, run
 
 TIMING_COLUMNS = ["latency_ms_p50", "latency_ms_iqr", "latency_n", "throughput_img_s", "backbone_ms_p50",
                   "backbone_ms_iqr", "head_ms_p50", "head_ms_iqr", "batch_size_requested"]
@@ -60,7 +60,7 @@ def _comparable(path):
 
 @pytest.mark.slow
 def test_ray_rows_equal_local_rows(ray_cluster, tmp_path):
-    # memory=False: the peak-memory figures take a fresh process each (bench.memory, tested in test_memory) and
+    # memory=False: the peak-memory figures take a fresh process each (bench.measure.memory, tested in test_memory) and
     # would be most of this test's time; params, MACs, latency and the training step's time go through Ray here
     kw = dict(heads=["gap", "mldecoder(groups=20)"], backbones=["resnet10t", "resnet14t"], img_size=64,
               cost_only=True, batch_sizes=[1], min_time_s=0.01, results_dir=str(tmp_path), threads=1, memory=False)
@@ -95,7 +95,7 @@ def test_failed_cells_are_recorded_and_a_rerun_runs_only_them(ray_cluster, tmp_p
                        img_size=64, cost_only=True, timing=False, results_dir=str(tmp_path), run_id="faulty")
 
     def flaky_task(cfg, cell):  # nested: Ray pickles it by value into the workers
-        import bench.runner as runner
+        import bench.run.runner as runner
 
         if cell.backbone == "resnet18":
             os._exit(1)

@@ -1,4 +1,4 @@
-"""bench.flops: closed-form counts for linear, conv and attention; every head's analytic_macs against the
+"""bench.measure.flops: closed-form counts for linear, conv and attention; every head's analytic_macs against the
 counter; uncounted ops listed; fvcore as a cross-check; timm's tresnet_m at 448 against fvcore on timm's model."""
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.flops import (EXTRA_FLOP_FORMULAS, FREE_OPS, Cost, count_macs, format_ops, model_cost,
+from bench.measure.flops import (EXTRA_FLOP_FORMULAS, FREE_OPS, Cost, count_macs, format_ops, model_cost,
                          param_counts)
 from bench.heads import create_head, list_heads
-from bench.model import build_model
+from bench.backbones.model import build_model
 
 # fvcore operator kinds that are matrix products: the part of fvcore's count that follows our convention.
 FVCORE_MATMUL_KINDS = {"conv", "linear", "addmm", "mm", "matmul", "bmm", "einsum", "scaled_dot_product_attention"}
@@ -293,7 +293,7 @@ def test_model_cost_splits_backbone_and_head(backbone, img):
     assert row["gmacs_fvcore_total"] >= row["gmacs_total"]  # fvcore adds norms on top of the same products
     assert row["gmacs_fvcore_head"] >= row["gmacs_head"]
     assert "native_layer_norm" in row["uncounted_ops"]  # the head's norms, listed
-    from bench.results import COLUMNS
+    from bench.run.results import COLUMNS
     assert set(row) <= set(COLUMNS)
 
 

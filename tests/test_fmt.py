@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.fmt import format_cell, format_column, format_count, format_table
+from bench.report.fmt import format_cell, format_column, format_count, format_table
 
 
 def test_whole_numbers_print_as_integers_even_as_floats():

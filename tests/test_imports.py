@@ -72,7 +72,7 @@ def cycles(graph):
 
 def test_the_import_graph_has_no_circle():
     graph = import_graph()
-    assert "bench.cli" in graph and "bench.runner" in graph
+    assert "bench.cli" in graph and "bench.run.runner" in graph
     assert cycles(graph) == []
 
 

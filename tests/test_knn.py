@@ -1,4 +1,4 @@
-"""The k-NN baseline of frozen-feature evaluation (bench.knn): its scores against a direct computation of the
+"""The k-NN baseline of frozen-feature evaluation (bench.train.knn): its scores against a direct computation of the
 definition, its rows in a probe run (one per seed, resumable), and its bad inputs."""
 import math
 
@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.knn import knn_label, knn_logits, knn_macs, knn_scores, pooled
-from bench.config import build_config
-from bench.runner import pending_cells, plan_cells, run
+from bench.train.knn import knn_label, knn_logits, knn_macs, knn_scores, pooled
+from bench.run.config import build_config
+from bench.run.runner import pending_cells, plan_cells, run
 
 
 def _direct(train, train_labels, test, num_classes, k, temperature):

@@ -1,12 +1,12 @@
-"""Peak memory and the training step (bench.memory), their columns in cost rows, and what reads them."""
+"""Peak memory and the training step (bench.measure.memory), their columns in cost rows, and what reads them."""
 import os
 
 import pandas as pd
 import pytest
 import torch
 
-from bench import memory
-from bench.memory import (KnownAllocationRecipe, MemoryJob, PeakMemory, Step, StepOutOfMemory, make_targets,
+from bench.measure import memory
+from bench.measure.memory import (KnownAllocationRecipe, MemoryJob, PeakMemory, Step, StepOutOfMemory, make_targets,
                           measure_memory, measure_step)
 
 MIB = 2 ** 20
@@ -36,7 +36,7 @@ def test_cpu_training_peak_counts_gradients_and_adamw_state():
 def test_cpu_step_that_does_not_fit_raises_out_of_memory():
     """The measuring process may grow by limit_mib only: a 2 GiB buffer under a 256 MiB limit is out of memory
     (reported as StepOutOfMemory, a MemoryError that the batch back-off understands)."""
-    from bench.timing import is_out_of_memory
+    from bench.measure.timing import is_out_of_memory
 
     with pytest.raises(StepOutOfMemory, match="needs more than 256 MiB") as info:
         measure_memory(MemoryJob(KnownAllocationRecipe(2048), "infer", batch_size=2, limit_mib=256))
@@ -177,7 +177,7 @@ def test_measure_step_warms_up_and_measures_one_step_with_a_fresh_optimizer():
 
 
 def test_time_interleaved_calls_setup_outside_the_timer():
-    from bench.timing import time_interleaved
+    from bench.measure.timing import time_interleaved
 
     now = [0.0]
     log = []
@@ -223,8 +223,8 @@ def test_cost_rows_record_out_of_memory_and_back_off_without_losing_anything(mon
     """One head's training step fits only at batch 2 of 8, another's at none: both rows keep their MACs and
     latency; the first records train_batch_size 2 and why, the second train_status 'oom'; the third head is
     measured at 8. The backbone alone is measured once per batch (cached), at each head's training batch."""
-    from bench.config import build_config
-    from bench.runner import Cell, run_cost_cell
+    from bench.run.config import build_config
+    from bench.run.runner import Cell, run_cost_cell
 
     heads = ["gap", "mldecoder(embed=32, heads=2, ffn=64)", "csra"]
     cfg = build_config(heads=heads, backbones=["test_resnet"], img_size=32, num_classes=7, batch_sizes=[8],
@@ -252,8 +252,8 @@ def test_cost_rows_record_out_of_memory_and_back_off_without_losing_anything(mon
 
 
 def test_switches_leave_the_columns_out(monkeypatch, tmp_path):
-    from bench.config import build_config
-    from bench.runner import Cell, run_cost_cell
+    from bench.run.config import build_config
+    from bench.run.runner import Cell, run_cost_cell
 
     fake, calls = _fake_measure({})
     monkeypatch.setattr(memory, "measure_memory", fake)
@@ -268,8 +268,8 @@ def test_switches_leave_the_columns_out(monkeypatch, tmp_path):
 
 
 def test_probe_protocol_trains_the_head_alone(monkeypatch, tmp_path):
-    from bench.config import build_config
-    from bench.runner import Cell, run_cost_cell
+    from bench.run.config import build_config
+    from bench.run.runner import Cell, run_cost_cell
 
     fake, calls = _fake_measure({})
     monkeypatch.setattr(memory, "measure_memory", fake)
@@ -283,9 +283,9 @@ def test_probe_protocol_trains_the_head_alone(monkeypatch, tmp_path):
 
 
 def test_estimate_accounts_for_memory_and_training(tmp_path):
-    from bench.estimate import estimate_seconds
-    from bench.config import build_config
-    from bench.runner import plan_cells
+    from bench.measure.estimate import estimate_seconds
+    from bench.run.config import build_config
+    from bench.run.runner import plan_cells
 
     base = dict(heads=["gap"], backbones=["test_resnet"], img_size=32, batch_sizes=[4], cost_only=True,
                 min_time_s=0.0, results_dir=str(tmp_path))
@@ -298,7 +298,7 @@ def test_estimate_accounts_for_memory_and_training(tmp_path):
 # ------------------------------------------------------------------------- what reads the columns
 
 def _write_rows(path, rows):
-    from bench.results import ResultsWriter
+    from bench.run.results import ResultsWriter
 
     with ResultsWriter(str(path)) as w:
         for r in rows:
@@ -313,7 +313,7 @@ def _cost_row(head, **kw):
 
 def test_summary_and_timm_export_show_the_train_columns(tmp_path):
     from bench.commands import export_timm_csv, summary_text
-    from bench.results import read_results
+    from bench.run.results import read_results
 
     path = tmp_path / "r.csv"
     _write_rows(path, [
@@ -338,7 +338,7 @@ def test_summary_and_timm_export_show_the_train_columns(tmp_path):
 
 
 def test_check_compares_memory_only_when_asked_with_a_relative_tolerance():
-    from bench.check import METRIC_RULES, compare
+    from bench.analysis.check import METRIC_RULES, compare
 
     for m in ("mem_infer_peak_mib", "mem_train_peak_mib", "train_step_ms_p50", "train_img_s"):
         assert METRIC_RULES[m].kind == "relative" and not METRIC_RULES[m].default
@@ -368,7 +368,7 @@ def test_cost_only_run_fills_the_memory_columns(tmp_path):
     """End to end on a tiny backbone: every row has both memory figures, training above inference, and the
     training step's time."""
     from bench.cli import main
-    from bench.results import read_results
+    from bench.run.results import read_results
 
     try:
         main(["run", "--heads", "gap,mldecoder(embed=32, heads=2, ffn=64)", "--backbone", "test_resnet",

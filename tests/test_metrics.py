@@ -1,10 +1,10 @@
-"""bench.metrics: mAP against scikit-learn (with and without ties) and by hand; thresholded, F1@K, top-k by hand."""
+"""bench.analysis.metrics: mAP against scikit-learn (with and without ties) and by hand; thresholded, F1@K, top-k by hand."""
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, precision_score, recall_score
 
-from bench import metrics
-from bench.metrics import (
+from bench.analysis import metrics
+from bench.analysis.metrics import (
     average_precision_per_class, f1_at_k, mean_average_precision, multilabel_metrics, precision_recall_at_k,
     sigmoid, singlelabel_metrics, thresholded_metrics, top_k_accuracy,
 )

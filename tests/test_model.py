@@ -11,7 +11,7 @@ import re
 import pytest
 import torch
 
-from bench.model import HeadModel, assemble, build_model, create_backbone, load_checkpoint_file
+from bench.backbones.model import HeadModel, assemble, build_model, create_backbone, load_checkpoint_file
 
 IMG = 64
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench import plots
+from bench.report import plots
 
 
 def _render(fig):

@@ -121,7 +121,7 @@ def test_pooling_section_before_the_study_has_run(tmp_path):
 
 
 def test_pooling_verdicts_come_from_bench_stats():
-    from bench import stats
+    from bench.analysis import stats
 
     study = get_study("pooling")
     df = _rows(OFFSETS)  # ML-Decoder 5 points above GMP, GMP 3 above GAP, with seed noise 0.3: clear cases
@@ -133,7 +133,7 @@ def test_pooling_verdicts_come_from_bench_stats():
 
 
 def test_plot_accuracy_vs_cost_writes_files_and_rejects_nothing(tmp_path):
-    from bench.plots import plot_accuracy_vs_cost
+    from bench.report.plots import plot_accuracy_vs_cost
 
     pts = [dict(head="a", cost=1e-4, acc=30.0, low=29.0, high=31.0, n=5, metric="map"),
            dict(head="b", cost=1e-2, acc=33.0, low=math.nan, high=math.nan, n=1, metric="map")]

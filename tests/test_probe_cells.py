@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench.results import read_results
-from bench.config import build_config
-from bench.runner import cell_keys, plan_cells, run
+from bench.run.results import read_results
+from bench.run.config import build_config
+from bench.run.runner import cell_keys, plan_cells, run
 
 HEADS = ["gap", "mldecoder(embed=32, ffn=64, heads=4, dropout=0.1)", "txdec(embed=32, ffn=64, heads=4, dropout=0.1)"]
 METRICS = ["map", "map_ema", "cf1", "of1", "params_head", "gmacs_head", "train_images", "eval_images"]

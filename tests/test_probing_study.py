@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from bench import report as rp
-from bench.results import COLUMNS
+from bench.report import render as rp
+from bench.run.results import COLUMNS
 from bench.studies import STUDIES, Study, get_study
 from bench.studies import probing as P
 

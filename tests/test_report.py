@@ -1,5 +1,5 @@
 """`bench report`: the claims report renders from a fixture results folder into a golden text, the verdicts of
-the studies' hypotheses (decided by bench.stats) come out as the synthetic rows were built to give, cost rules
+the studies' hypotheses (decided by bench.analysis.stats) come out as the synthetic rows were built to give, cost rules
 decide as documented, missing studies say "not run yet", a new study appears with no report code, and it never
 imports torch or timm.
 
@@ -16,11 +16,11 @@ import sys
 import pandas as pd
 import pytest
 
-from bench import report as rp
-from bench import reportkit as rk
+from bench.report import render as rp
+from bench.report import kit as rk
 from bench.cli import main
 from bench.heads import canonical_head_spec
-from bench.results import COLUMNS
+from bench.run.results import COLUMNS
 from bench.studies import classes, self_attention
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "report.md")
@@ -395,9 +395,9 @@ def test_a_new_study_appears_with_no_report_code(fixture_dirs, monkeypatch):
 
 
 # A claim study in one file, as a new study would be written: its grid, a hypothesis, a cost rule and its report
-# code (its share of the claim and a section of its own), built from bench.reportkit.
+# code (its share of the claim and a section of its own), built from bench.report.kit.
 TINY_STUDY = """
-from bench.reportkit import NOT_REPRODUCED, REPRODUCED, Part, md_table, num
+from bench.report.kit import NOT_REPRODUCED, REPRODUCED, Part, md_table, num
 from bench.studies import PROXY, Hypothesis, Study, register_study
 
 
@@ -454,7 +454,7 @@ def test_a_study_registered_from_one_file_renders_its_own_report_code(fixture_di
 
 
 def test_the_renderer_names_no_study_and_picks_no_claim_by_number():
-    """bench/report.py loads rows, asks each study for its section and renders it: none of its strings names a
+    """bench/report/render.py loads rows, asks each study for its section and renders it: none of its strings names a
     study, and it holds no table keyed by claim number (the claims' code lives in the study files)."""
     from bench.studies import list_studies
 
@@ -537,7 +537,7 @@ def test_combine():
 
 def test_report_never_imports_torch_or_timm(fixture_dirs):
     """In a fresh interpreter (this one has torch from conftest): building the report loads no model code."""
-    code = ("import sys; from bench.report import build_report; build_report('runs', 'report', 'paper'); "
+    code = ("import sys; from bench.report.render import build_report; build_report('runs', 'report', 'paper'); "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'timm', 'torchvision')); "
             "print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -605,7 +605,7 @@ def test_backbone_vs_head_tie_at_lower_cost_is_partly(fixture_dirs):
 
 def test_a_study_file_that_holds_a_row_twice_counts_it_once(tmp_path):
     """Files written before resuming was exact may repeat a finished row: the report counts each seed once."""
-    from bench.report import load_studies
+    from bench.report.render import load_studies
 
     rows = [dict(run_id="study-queries", backbone="test_resnet", head="gap", img_size=96, num_classes=48,
                  dataset="scenes", protocol="finetune", epochs=5, seed=s, map=m, status="ok")

@@ -11,7 +11,7 @@ import time
 import pandas as pd
 import pytest
 
-from bench.results import DuplicateRowError, ResultsWriter, row_key
+from bench.run.results import DuplicateRowError, ResultsWriter, row_key
 from test_cli import only_csv, run_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,7 +109,7 @@ def test_the_summary_counts_each_seed_once(tmp_path):
 
     rows = [dict(backbone="b", head="gap", seed=s, dataset="d", protocol="finetune", epochs=1, img_size=32,
                  num_classes=3, status="ok", map=m) for s, m in ((0, 10.0), (1, 20.0), (1, 20.0))]
-    from bench.results import COLUMNS
+    from bench.run.results import COLUMNS
 
     df = pd.DataFrame(rows).reindex(columns=COLUMNS)
     text = summary_text(df)
@@ -145,8 +145,8 @@ def test_a_stop_signal_waits_until_a_checkpoint_is_written(tmp_path):
     Interrupted, not turned into torch's RuntimeError (which would record the cell as failed)."""
     import torch
 
-    from bench.features import _atomic_save
-    from bench.interrupt import Interrupted, handle_signals
+    from bench.train.features import _atomic_save
+    from bench.run.interrupt import Interrupted, handle_signals
 
     class Slow:  # pickled by torch.save: the signal arrives mid-write
         def __reduce__(self):
@@ -164,8 +164,8 @@ def test_a_stop_signal_waits_until_a_checkpoint_is_written(tmp_path):
 def test_a_counting_cost_cell_runs_only_its_missing_heads(tmp_path):
     """A cost cell that only counts (params, MACs) gains a head (a study's grid grew): only that head is counted;
     a timed cost cell runs whole, its heads timed together."""
-    from bench import runner
-    from bench.config import build_config
+    from bench.run import runner
+    from bench.run.config import build_config
 
     cfg = build_config(backbones=["test_resnet"], heads=["gap", "gmp"], img_size=32, cost_only=True,
                        timing=False, num_classes=8, results_dir=str(tmp_path), run_id="grow", threads=1)

@@ -1,4 +1,4 @@
-"""bench.stats: paired intervals against hand-computed numbers, decisions against cases of known truth, the
+"""bench.analysis.stats: paired intervals against hand-computed numbers, decisions against cases of known truth, the
 informative-setting checks, and the hypotheses of a study evaluated on rows."""
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import stats
-from bench.results import COLUMNS
+from bench.analysis import stats
+from bench.run.results import COLUMNS
 from bench.studies import Hypothesis, Study
 
 
@@ -297,7 +297,7 @@ def test_run_summary_compares_heads_by_the_paired_difference():
     that vary by 10 points is "better" (unpaired, the spread would hide it); a head that wanders is "not
     distinguishable"."""
     from bench.commands import summary_text
-    from bench.tables import summarize
+    from bench.report.tables import summarize
 
     level = {0: 40.0, 1: 50.0, 2: 45.0}
     spec = [("gap", level), ("mldecoder", {s: v + 1.0 for s, v in level.items()}),

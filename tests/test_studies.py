@@ -5,7 +5,7 @@ import re
 import pandas as pd
 import pytest
 
-from bench import runner
+from bench.run import runner
 from bench.cli import main
 from bench.studies import get_study, grid, list_studies
 
@@ -120,7 +120,7 @@ def test_an_interrupted_study_resumes_without_rerunning(tmp_path, monkeypatch, c
 def _planned_rows(study, metric):
     """One row per planned accuracy cell (config, backbone, head, seed) with ``metric`` = 1, as a study run would
     write them (heads canonical, as the runner labels them)."""
-    from bench.results import COLUMNS
+    from bench.run.results import COLUMNS
 
     rows = []
     for c in study.configs():
@@ -141,8 +141,8 @@ def _planned_rows(study, metric):
 @pytest.mark.parametrize("name", ALL)
 def test_every_hypothesis_selects_its_grid_unambiguously(name):
     """Each hypothesis of a study names cells its grid plans: on the planned rows it finds both sides, paired
-    over every seed, with one row per seed (bench.stats raises on an ambiguous selection)."""
-    from bench import stats
+    over every seed, with one row per seed (bench.analysis.stats raises on an ambiguous selection)."""
+    from bench.analysis import stats
     from bench.studies import Study
 
     study = get_study(name)

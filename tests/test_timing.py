@@ -1,4 +1,4 @@
-"""bench.timing: statistics, stopping rules and interleaving on a fake clock (no wall-clock thresholds), and the
+"""bench.measure.timing: statistics, stopping rules and interleaving on a fake clock (no wall-clock thresholds), and the
 out-of-memory backoff with fake callables."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import time
 import pytest
 import torch
 
-from bench import timing
-from bench.timing import Timing, is_out_of_memory, sync, time_callable, time_interleaved, with_oom_backoff
+from bench.measure import timing
+from bench.measure.timing import Timing, is_out_of_memory, sync, time_callable, time_interleaved, with_oom_backoff
 
 
 class FakeClock:

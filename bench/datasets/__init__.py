@@ -26,7 +26,7 @@ def create_dataset(spec: str, split: str = "train", root: Optional[str] = None, 
                    train_augment: bool = False, interpolation: str = "bilinear") -> HeadDataset:
     """Build a dataset from a spec string. Unknown names or options raise ValueError naming the valid ones;
     a missing root or wrong layout raises ValueError saying what was expected. ``interpolation`` is how images
-    are resized (a pretrained backbone's own: ``bench.pretrained.data_config``)."""
+    are resized (a pretrained backbone's own: ``bench.backbones.pretrained.data_config``)."""
     import inspect
 
     parsed = parse_spec(spec)
@@ -45,7 +45,6 @@ def create_dataset(spec: str, split: str = "train", root: Optional[str] = None, 
     return ds
 
 
-from ..defaults import DATASET_DEFAULTS  # noqa: E402,F401
 
 def dataset_num_classes(spec: str, root: Optional[str] = None) -> int:
     """N of a dataset spec. A dataset whose class count is fixed by its definition (``class_count``: Fashion-MNIST's

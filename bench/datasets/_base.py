@@ -23,7 +23,7 @@ class HeadDataset(Dataset):
         skipped: (path, reason) of the images that failed to decode and were skipped, reported by the runner.
         spec: the canonical spec string (the ``dataset`` column of results).
         class_embeddings: (N, D) float32 word vectors shipped with the data (NUS-WIDE's), or None: then word
-            queries come from ``bench.words.embed_class_names(class_names)``.
+            queries come from ``bench.datasets.words.embed_class_names(class_names)``.
         interpolation: how images are resized ("bilinear", "bicubic"): a pretrained backbone's own, set by
             ``create_dataset``; datasets that draw at the target size do not resize.
     """

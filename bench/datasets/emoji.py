@@ -56,7 +56,7 @@ Options:
     holdout: classes held out for zero-shot evaluation: a number (the last ``holdout`` of the chosen classes in
         class order, so the same for every seed, and spread over categories) or a list of class names. Held-out
         classes never appear in the train split; they appear in val. Listed in ``.unseen``.
-    embeddings: "words" (the class names embedded by the runner through bench.words) or "random" (fixed random
+    embeddings: "words" (the class names embedded by the runner through bench.datasets.words) or "random" (fixed random
         unit vectors, 384-d: the zero-shot control).
     interpolation: how glyphs are resampled, "bilinear" (default), "bicubic" or "nearest" (a keyword of the
         builder: ``create_dataset`` passes a pretrained backbone's own).

@@ -3,7 +3,7 @@
 A head maps backbone features to logits: a feature map (B, C, H, W) or tokens (B, L, C) -> (B, N).
 It knows its closed-form cost (``analytic_macs``): the multiply-accumulates of its matrix products, the
 convention of fvcore, timm's ``gmacs`` and the ML-Decoder paper's "FLOPs" (norms, activations, softmax and
-pooling are not counted, and the counters in ``bench.flops`` list such ops instead of counting them).
+pooling are not counted, and the counters in ``bench.measure.flops`` list such ops instead of counting them).
 """
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ ABOVE_CHANCE = 10.0
 
 @dataclass(frozen=True)
 class Hypothesis:
-    """One claim a study tests, as data, decided by ``bench.stats.evaluate`` (never by the report).
+    """One claim a study tests, as data, decided by ``bench.analysis.stats.evaluate`` (never by the report).
 
     ``variant`` and ``reference`` select result rows (column -> value, e.g. ``{"head": "mldecoder(...)"}``; head
     and dataset specs match whatever their option order; a column not named matches anything). Their ``metric``
@@ -54,7 +54,7 @@ class Hypothesis:
     (None: no chance check, e.g. when the reference is itself the chance control). The chance level is the mean
     ``metric`` of the rows selected by ``chance`` (a control run, e.g. random class embeddings), else
     ``chance_value``, else the rows' recorded ``<metric>_chance`` column (a constant predictor on the evaluation
-    split, see ``bench.evaluation.chance_metrics``). ``differ`` names a measured column (e.g. ``query_shift``,
+    split, see ``bench.train.evaluation.chance_metrics``). ``differ`` names a measured column (e.g. ``query_shift``,
     how far learnable queries moved from their initial values) whose means on the two sides must differ by at
     least ``differ_min`` for two variants compared as "the same" to really be two functions. An uninformative
     setting is reported as such, never as support.
@@ -75,7 +75,7 @@ class Hypothesis:
     differ_min: float = 0.0
 
     def __post_init__(self):
-        from ..stats import threshold_of
+        from ..analysis.stats import threshold_of
 
         margin, _ = threshold_of(self.test, self.margin)  # ValueError on an unknown test or a missing margin
         object.__setattr__(self, "margin", margin)
@@ -103,12 +103,12 @@ class Study:
             proxy unless ``--dataset`` etc. are given), unless the command line says ``--cost-only``.
         notes: what a reader of the report should know (proxies, limits of the CPU-scale version).
         hypotheses: what would count as an accuracy claim holding or failing (``Hypothesis``), beside the grid;
-            ``bench.stats.evaluate`` decides them and the report renders the verdicts.
+            ``bench.analysis.stats.evaluate`` decides them and the report renders the verdicts.
         cost_rules: the thresholds of the study's cost rules (e.g. the log-log slope below which growth counts
             as linear), by name, applied by the study's own ``claim_code``.
 
-    The report (``bench.report``) renders each study from these; its own code, in the study's file, is built from
-    ``bench.reportkit`` (``Claim``, ``Part``, ``Context``: every study's rows, the paper's rows, the out dir):
+    The report (``bench.report.render``) renders each study from these; its own code, in the study's file, is built from
+    ``bench.report.kit`` (``Claim``, ``Part``, ``Context``: every study's rows, the paper's rows, the out dir):
 
         claim_code: the study's share of its claim's section, ``claim_code(claim, rows, ctx)``: it adds to the
             ``Claim`` the paper's figure, this suite's figure, cost tables, the parts its cost rules decide, plots
@@ -137,10 +137,10 @@ class Study:
     def configs(self, results_dir: str = "results/runs", **overrides) -> list:
         """The RunConfigs of the study, every one writing to the study's own results file: each variation over
         ``base``, the overrides given (not None) over both (the data options only where the variation trains),
-        the rest resolved by ``bench.config.resolve_config`` as for ``bench run``."""
+        the rest resolved by ``bench.run.config.resolve_config`` as for ``bench run``."""
         # Lazy: the configuration resolves heads and datasets, which load torch; the report reads the studies
         # (their grids, hypotheses and sections) without loading model code.
-        from ..config import DEFAULTS, RunConfig, RunOptions, resolve_config
+        from ..run.config import DEFAULTS, RunConfig, RunOptions, resolve_config
 
         fields = {f.name for f in dataclasses.fields(RunConfig)}
         unknown = set(overrides) - fields
@@ -171,7 +171,7 @@ class Study:
 
 
 def _dataset_classes(spec: str, root) -> int:
-    from ..config import dataset_classes  # lazy: see Study.configs
+    from ..run.config import dataset_classes  # lazy: see Study.configs
 
     return dataset_classes(spec, root)
 

@@ -10,12 +10,12 @@ from typing import List, Tuple
 
 import numpy as np
 
-from ..plots import accuracy_points, pareto_front, plot_pareto
-from ..reportkit import (
+from ..report.plots import accuracy_points, pareto_front, plot_pareto
+from ..report.kit import (
     NOT_REPRODUCED, NOT_RUN, REPRODUCED, Claim, Context, Part, code, combine_checks, failures, fmt_num, head_options,
     md_table, not_run_part, num, ok_rows, stat,
 )
-from ..stats import accuracy_rows
+from ..analysis.stats import accuracy_rows
 from ._base import PROXY, SMALL, Hypothesis, Study, register_study
 
 SMALLER, LARGER = "test_resnet", "resnet10t"

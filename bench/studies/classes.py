@@ -13,7 +13,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import pandas as pd
 
-from ..reportkit import (
+from ..report.kit import (
     DEFAULT_GROUPS, INSUFFICIENT, NOT_REPRODUCED, NOT_RUN, REPRODUCED, Claim, Context, Part, code, cost_points,
     cost_rule, failures, fmt_num, head_options, lines_plot, loglog_slope, md_table, num, pyplot, series_label,
     series_points,

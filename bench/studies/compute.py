@@ -10,7 +10,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ..reportkit import (
+from ..report.kit import (
     INSUFFICIENT, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, Claim, Context, Part, code, combine_checks, cost_points,
     cost_rule, failures, fmt_num, head_options, md_table, not_run_part, num, pyplot, save_png,
 )

@@ -6,7 +6,7 @@ with Query2Label, the transformer-decoder head practitioners compare it with.
 
 One file: the grid and hypotheses (``STUDY``, at the end) and its report section above it: each head's accuracy
 with its interval against its cost, and a Pareto plot of the same (the hypotheses' verdicts are rendered with
-every study's, from ``bench.stats``).
+every study's, from ``bench.analysis.stats``).
 """
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from typing import List, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from ..plots import plot_accuracy_vs_cost
-from ..reportkit import Context
-from ..stats import t_critical
-from ..fmt import md_table
+from ..report.plots import plot_accuracy_vs_cost
+from ..report.kit import Context
+from ..analysis.stats import t_critical
+from ..report.fmt import md_table
 from ._base import PROXY, SETTING, SMALL, Hypothesis, Study, register_study
 
 # The heads, one canonical spec each (the ``head`` label of their rows; written out, not computed, so that the
@@ -61,7 +61,7 @@ HYPOTHESES = [
 # ------------------------------------------------------------------------------------------------ the report
 
 def mean_interval(values: Sequence[float]) -> Tuple[float, float, float, float, int]:
-    """(mean, sd, low, high, n): the mean over seeds and its 95% Student-t interval (``bench.stats``; NaN ends
+    """(mean, sd, low, high, n): the mean over seeds and its 95% Student-t interval (``bench.analysis.stats``; NaN ends
     for n < 2)."""
     v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
     n = len(v)
@@ -130,7 +130,7 @@ def _cost_table(compute_df) -> str:
 def pooling_section(df, out_dir: str, compute_df=None, make_plots: bool = True) -> Tuple[str, List[str]]:
     """The pooling study's section: a table per setting (mean ± sd, 95% interval, n, head GMACs and params) and a
     Pareto plot of accuracy against head GMACs; the hypotheses' verdicts are the report's generic lines
-    (``bench.stats.evaluate``). Returns (markdown, plot file names in ``out_dir``)."""
+    (``bench.analysis.stats.evaluate``). Returns (markdown, plot file names in ``out_dir``)."""
     metric = STUDY.hypotheses[0].metric if STUDY.hypotheses else "map"
     parts = [f"### Pooling baselines and Query2Label\n\n{STUDY.statement}\n\n*Published:* {STUDY.paper}\n\n"
              f"*Setting:* {STUDY.notes}"]

@@ -6,7 +6,7 @@ every probing head and the multi-label heads, on the frozen features of the thre
 EfficientNet-Lites available offline, on a single-label and a multi-label real dataset, five seeds, the last epoch;
 per setting a paired interval against the linear probe; across settings the interquartile mean with
 stratified-bootstrap intervals, the probability of improvement over the linear probe and a rank test
-(``bench.aggregate``); a k-NN baseline (``bench.knn``) beside them.
+(``bench.analysis.aggregate``); a k-NN baseline (``bench.train.knn``) beside them.
 """
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from .. import aggregate as agg
-from ..plots import plot_accuracy_vs_cost
-from ..rows import accuracy_rows, cost_rows, num as _num
-from ..stats import by_seed, evaluate, select, t_critical
-from ..fmt import fmt_interval, format_count, md_table
+from ..analysis import aggregate as agg
+from ..report.plots import plot_accuracy_vs_cost
+from ..analysis.rows import accuracy_rows, cost_rows, num as _num
+from ..analysis.stats import by_seed, evaluate, select, t_critical
+from ..report.fmt import fmt_interval, format_count, md_table
 from ._base import SETTING, SMALL, Hypothesis, Study, register_study
 
 BACKBONES = ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"]
@@ -37,7 +37,7 @@ PROBES = ["simpool", "lseplus", "prr", "ep", "vjepa"]
 # setting, ML-Decoder at the suite's CPU-scale widths.
 OTHERS = ["attnpool", "csra(heads=4, lam=0.5)", f"mldecoder({SMALL})"]
 HEADS = [LINEAR] + PROBES + OTHERS
-KNN = 20  # DINO's k (bench.knn)
+KNN = 20  # DINO's k (bench.train.knn)
 KNN_HEAD = f"knn(k={KNN})"
 SEEDS = [0, 1, 2, 3, 4]
 

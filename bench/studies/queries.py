@@ -6,15 +6,15 @@ and a plot of the proxy accuracy per kind of queries (the verdicts are the hypot
 """
 from __future__ import annotations
 
-from ..reportkit import Claim, Context, bars, failures, head_options, metric_of, stat
-from ..stats import accuracy_rows
+from ..report.kit import Claim, Context, bars, failures, head_options, metric_of, stat
+from ..analysis.stats import accuracy_rows
 from ._base import PROXY, SETTING, SMALL, Hypothesis, Study, register_study
 
 FIXED, LEARNABLE = f"mldecoder({SMALL})", f'mldecoder({SMALL}, queries="learnable")'
 WORD = f'mldecoder({SMALL}, queries="word", word_dim=384)'
 # How far learnable queries must move from their random start (||q - q0|| / ||q0||) for "fixed vs learnable" to
 # compare two different functions: a fifth of their norm, about 11 degrees per query (LayerNorm makes only the
-# direction count). With their own learning rate (bench.training.TrainConfig.query_lr_scale) they move ~0.4.
+# direction count). With their own learning rate (bench.train.training.TrainConfig.query_lr_scale) they move ~0.4.
 MIN_QUERY_SHIFT = 0.2
 
 

@@ -106,7 +106,7 @@ def check_table(table):
     k, n = table.shape[1], table.shape[0]
     if k < 3:
         raise ValueError(f"a rank test needs at least 3 methods (columns), got {k}: {list(table.columns)}; "
-                         "compare two methods with probability_of_improvement or bench.stats.paired_difference")
+                         "compare two methods with probability_of_improvement or bench.analysis.stats.paired_difference")
     if n < MIN_SETTINGS_RANKED:
         raise ValueError(f"a rank test needs at least {MIN_SETTINGS_RANKED} settings (rows), got {n}")
     try:
@@ -184,7 +184,7 @@ def probability_of_improvement(scores: Mapping[str, object], x: str, y: str, con
     pairs. 1.0 when x beats y on every run pair of every setting, 0.5 for identical scores.
 
     Runs are compared all against all, not seed by seed; for a seed-paired comparison of two methods on one
-    setting use ``bench.stats.paired_difference``."""
+    setting use ``bench.analysis.stats.paired_difference``."""
     s = check_scores(scores)
     for name in (x, y):
         if name not in s:

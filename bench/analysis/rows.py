@@ -1,4 +1,4 @@
-"""One view of result rows (a pandas DataFrame in the results schema, ``bench.results.COLUMNS``): numeric
+"""One view of result rows (a pandas DataFrame in the results schema, ``bench.run.results.COLUMNS``): numeric
 columns, ok and failed rows, accuracy and cost rows, a head's label and family. Statistics, the report, plots,
 regression checks and the CLI read rows through these functions, so that "a row that counts" means one thing.
 
@@ -17,7 +17,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from .results import KEY_COLUMNS
+from ..run.results import KEY_COLUMNS
 
 OK, ERROR = "ok", "error"
 

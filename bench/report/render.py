@@ -7,14 +7,14 @@ in the report comes from a row.
 
 This module only loads rows, asks each registered study for its section and renders it; it names no study and
 no claim. A study's own report code lives in its file (``bench/studies/<name>.py``, built from
-``bench.reportkit``): ``claim_code`` adds the paper's figure, cost tables, the parts its cost rules decide and plots
+``bench.report.kit``): ``claim_code`` adds the paper's figure, cost tables, the parts its cost rules decide and plots
 to its claim, ``claim_section`` a section after its verdicts, ``section`` the whole part of a study beyond the
 paper's claims. What every study gets with no code is here: its accuracy table, training time and one part per
-verdict of its hypotheses (``bench.studies.Hypothesis``, decided by ``bench.stats.evaluate``, never here).
+verdict of its hypotheses (``bench.studies.Hypothesis``, decided by ``bench.analysis.stats.evaluate``, never here).
 
 Verdict words: "reproduced", "partly reproduced", "not reproduced", "inconclusive", "not testable here", "not run
 yet". A claim has parts (a cost rule, each hypothesis in each setting); each part gets a word, and the claim's word
-combines them (``bench.reportkit.combine``).
+combines them (``bench.report.kit.combine``).
 """
 from __future__ import annotations
 
@@ -25,15 +25,15 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import pandas as pd
 
-from . import stats as st
-from .reportkit import (  # noqa: F401  (the verdict words re-exported: the report's vocabulary)
+from ..analysis import stats as st
+from .kit import (  # noqa: F401  (the verdict words re-exported: the report's vocabulary)
     COMBINE_RULE, INCONCLUSIVE, INSUFFICIENT, NOT_REPRODUCED, NOT_RUN, NOT_TESTABLE, OUTCOME_WORDS, PARTLY,
     REPRODUCED, UNINFORMATIVE, Claim, Context, Part, bars, code, failed_rows, fmt_num, fmt_signed,
     metric_of, num, ok_rows, proxy_line, short_label, stat,
 )
-from .results import COLUMNS, read_results, unique_rows
-from .stats import accuracy_rows
-from .studies import get_study, list_studies
+from ..run.results import COLUMNS, read_results, unique_rows
+from ..analysis.stats import accuracy_rows
+from ..studies import get_study, list_studies
 from .fmt import md_table
 
 PROXY_NOTE = ("CPU-scale proxy: the embedded `scenes` data (synthetic multi-label images) or Fashion-MNIST, a "
@@ -366,7 +366,7 @@ def _intro(studies: Dict[str, object], commands: Dict[str, str]) -> List[str]:
             f"`{commands['regenerate']}`.", "", "## Environment", "", _environment(studies), "",
             "## Summary", "",
             "Accuracy verdicts come from the hypotheses each study declares beside its grid (`bench/studies/`), "
-            "decided by `bench.stats`: heads are compared seed by seed (every head of a seed shares the "
+            "decided by `bench.analysis.stats`: heads are compared seed by seed (every head of a seed shares the "
             "backbone's initial weights and the data order), by the mean of the per-seed differences (variant "
             "minus reference) and its 95% Student-t interval, against a margin stated in the study. *not worse* "
             "holds when the whole interval lies above minus the margin and fails when it lies below; *better* "

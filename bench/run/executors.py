@@ -1,6 +1,6 @@
 """Executors beyond this process: each cell of a run as one Ray task.
 
-The runner's driver (``bench.runner.run``) stays the only writer of the results file: an executor's ``map``
+The runner's driver (``bench.run.runner.run``) stays the only writer of the results file: an executor's ``map``
 yields ``(cell, rows)`` as each cell finishes and the driver appends the rows at once, so a run on a cluster
 is resumable exactly like a local one (``pending_cells`` decides what runs). Ray is an optional extra.
 """

@@ -11,7 +11,7 @@ optimizer, scheduler and scaler states, the RNG states and the config; ``resume=
 ends with the same weights as an uninterrupted run (same seed, deterministic kernels, ``workers=0`` on CPU).
 
 Launched by ``torchrun`` (``WORLD_SIZE`` > 1), ``train_finetune`` is data-parallel: see its docstring and
-``bench.distributed``. The data order depends only on the seed and the epoch (a ``DistributedSampler`` on one
+``bench.train.distributed``. The data order depends only on the seed and the epoch (a ``DistributedSampler`` on one
 process as on many), so a run on N processes sees the same global batches as a run on one.
 """
 from __future__ import annotations
@@ -33,9 +33,9 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() on the DataLoader in __init__
 
 from . import ddp
-from .alloc import keep_freed_memory
+from ..measure.alloc import keep_freed_memory
 from .features import AMP_DTYPES, _atomic_save, extract_features, feature_cache_key  # noqa: F401 (re-exported)
-from .heads._base import Head
+from ..heads._base import Head
 from .losses import LOSSES, REDUCTIONS, compute_loss
 
 CHECKPOINT_NAME = "last.pt"
@@ -513,7 +513,7 @@ def _prepare(model: nn.Module, ds: Dataset, cfg: TrainConfig, labels: _Labels,
              run: _TrainerOptions) -> _Trainer:
     """Seed, build the trainer and, with ``run.resume``, load its checkpoint: everything before the first step."""
     if cfg.resolved_device().type == "cpu":
-        keep_freed_memory()  # the step's buffers stay mapped for the next step (bench.alloc)
+        keep_freed_memory()  # the step's buffers stay mapped for the next step (bench.measure.alloc)
     seed_everything(cfg.seed)
     trainer = _Trainer(model, ds, cfg, labels, run)
     if run.resume:
@@ -546,7 +546,7 @@ def train_finetune(model: nn.Module, train_ds: Dataset, cfg: TrainConfig, *,
     that held-out labels never leak into training. ``resume=True`` continues from ``checkpoint_dir/last.pt``
     when it exists (and starts afresh when it does not). Raises ``TrainingDiverged`` on a NaN/inf loss.
 
-    Under ``torchrun`` (``WORLD_SIZE`` > 1) it joins the process group (``bench.distributed.init_distributed``)
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) it joins the process group (``bench.train.distributed.init_distributed``)
     and trains data-parallel: the model in DistributedDataParallel on GPU ``LOCAL_RANK`` (or the CPU, gloo),
     ``cfg.batch_size`` is the *global* batch (each of the W processes takes ``batch_size / W``, which must divide),
     so the recipe's learning rate and the number of steps do not change with W and the gradients are those of the
@@ -719,7 +719,7 @@ def predict(model: nn.Module, data: Union[Dataset, torch.Tensor], *, batch_size:
             progress: bool = False, return_targets: bool = False):
     """Logits (S, N) as float32 numpy of ``model`` in eval mode, over a dataset of (image, target) pairs or a
     tensor of cached features (then ``model`` is a head). The ``eval`` protocol: build the model with a
-    checkpoint (``bench.model.build_model(..., checkpoint=path)``) and call this. ``class_embeddings`` are passed
+    checkpoint (``bench.backbones.model.build_model(..., checkpoint=path)``) and call this. ``class_embeddings`` are passed
     to a word-query head (all classes, seen and unseen, for zero-shot evaluation). ``amp`` applies on CUDA only.
 
     ``return_targets=True`` (datasets only) also returns the targets as they came with the images: a dataset

@@ -1,7 +1,7 @@
 """The process-group primitives of data-parallel training (``torchrun``): the rank context, collectives, buffer
 averaging, and evaluation shards gathered back in dataset order. Without a process group (a plain ``python`` run)
-every function here is the one-process version of itself. ``bench.training`` uses these; the ``torchrun`` entry
-point is ``bench.distributed``."""
+every function here is the one-process version of itself. ``bench.train.training`` uses these; the ``torchrun`` entry
+point is ``bench.train.distributed``."""
 from __future__ import annotations
 
 import os

@@ -26,7 +26,7 @@ COST_COLUMNS = [
     "gmacs_fvcore_total", "gmacs_fvcore_head", "uncounted_ops",
     "latency_ms_p50", "latency_ms_iqr", "latency_n", "throughput_img_s",
     "backbone_ms_p50", "backbone_ms_iqr", "head_ms_p50", "head_ms_iqr", "batch_size_requested",
-    # Peak memory of one step above what was held before it (bench.memory), the backbone alone beside it.
+    # Peak memory of one step above what was held before it (bench.measure.memory), the backbone alone beside it.
     "mem_infer_peak_mib", "mem_infer_backbone_mib", "mem_infer_reserved_mib",
     "mem_train_peak_mib", "mem_train_backbone_mib", "mem_train_reserved_mib",
     # The training step (forward, loss, backward, AdamW step) at train_batch_size; train_status says whether it
@@ -38,7 +38,7 @@ ACCURACY_COLUMNS = [
     "map", "map_ema", "cp", "cr", "cf1", "op", "or", "of1", "f1_at_3", "f1_at_5", "top1", "top1_ema", "top5",
     "zsl_map", "zsl_map_ema", "gzsl_map", "train_s", "train_images", "eval_split", "eval_images",
     "map_no_positive_policy", "map_no_positive_classes", "skipped_images",
-    # The evaluation split's chance level (a constant predictor, ``bench.evaluation.chance_metrics``) and how far
+    # The evaluation split's chance level (a constant predictor, ``bench.train.evaluation.chance_metrics``) and how far
     # training moved the head's queries (||q - q0|| / ||q0||; 0 for fixed queries, empty without queries).
     "map_chance", "zsl_map_chance", "top1_chance", "query_shift",
     # The training split's loss in the last epoch (mean per batch): how well a recipe fits, read without the
@@ -143,7 +143,7 @@ def environment(device: str = "cpu") -> Dict[str, object]:
     import torch
     import timm
 
-    from . import __version__
+    from .. import __version__
 
     if not _ENV_CACHE:
         _ENV_CACHE.update(torch_version=torch.__version__, timm_version=timm.__version__, bench_version=__version__,
@@ -203,7 +203,7 @@ class ResultsWriter:
     def write(self, row: Dict[str, object]) -> None:
         unknown = set(row) - set(self.columns)
         if unknown:
-            raise ValueError(f"unknown result columns {sorted(unknown)}; the schema is bench.results.COLUMNS")
+            raise ValueError(f"unknown result columns {sorted(unknown)}; the schema is bench.run.results.COLUMNS")
         if row.get("status") == "ok":
             key = row_key(row)
             if key in self._keys:

@@ -17,17 +17,17 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 import numpy as np
 import torch
 
-from .datasets import create_dataset
+from ..datasets import create_dataset
 from .features import feature_cache_key
-from .flops import model_cost_cached
-from .heads._base import Head
+from ..measure.flops import model_cost_cached
+from ..heads._base import Head
 from .knn import knn_label, knn_logits, knn_macs, knn_scores
-from .metrics import multilabel_metrics, sigmoid, singlelabel_metrics
-from .model import assemble, build_model, create_backbone
-from .pretrained import data_config_of
-from .results import environment, weights_label
+from ..analysis.metrics import multilabel_metrics, sigmoid, singlelabel_metrics
+from ..backbones.model import assemble, build_model, create_backbone
+from ..backbones.pretrained import data_config_of
+from ..run.results import environment, weights_label
 from .training import TrainConfig, extract_features, predict, seed_everything, train_finetune, train_probes
-from .words import embed_class_names  # the sentence-embedding model itself is imported only when it is needed
+from ..datasets.words import embed_class_names  # the sentence-embedding model itself is imported only when it is needed
 
 # A from-scratch backbone (no --pretrained / --checkpoint) needs a larger learning rate than the recipe's 1e-4,
 # which assumes ImageNet-pretrained weights; a head trained alone on cached features too.
@@ -69,7 +69,7 @@ def ema_decay_for(steps: int, recipe: float = 0.9997) -> float:
 
 def _word_embeddings(ds, head) -> Optional[torch.Tensor]:
     """Class embeddings for a word-query head: the dataset's own word vectors, else its class names embedded by
-    the sentence-embedding model (bench.words)."""
+    the sentence-embedding model (bench.datasets.words)."""
     if getattr(head, "queries_kind", None) != "word":
         return None
     E = getattr(ds, "class_embeddings", None)
@@ -101,7 +101,7 @@ def chance_metrics(ds, targets: np.ndarray) -> dict:
     """The chance level of the evaluation split: what a predictor that ignores the image scores on it.
 
     Multi-label: a constant predictor (every image the same score), whose AP on a class is the class's share of
-    positives (tied scores share one precision, as ``bench.metrics`` ranks them), so ``map_chance`` is the mean
+    positives (tied scores share one precision, as ``bench.analysis.metrics`` ranks them), so ``map_chance`` is the mean
     positive rate, on the classes and with the policy ``map`` uses; ``zsl_map_chance`` the same on the held-out
     classes. Single-label: ``top1_chance``, the top-1 of always answering the split's most frequent class. It is
     measured from the labels alone (no extra training, no random draw) and is a floor, not a bound: a head on a
@@ -201,7 +201,7 @@ def _row(cfg, backbone_name: str, head_spec: str, seed: int, cost: dict, preds: 
 
 def _knn_row(cfg, backbone_name: str, seed: int, k: int, feats: dict, targets: np.ndarray, splits: Splits,
              backbone_cost: dict) -> dict:
-    """The row of the k-NN baseline (``bench.knn``): no parameters, its MACs the similarity to every training
+    """The row of the k-NN baseline (``bench.train.knn``): no parameters, its MACs the similarity to every training
     vector, its ``train_s`` the time to pool and normalise the training bank (included in the scoring)."""
     val_ds = splits.val
     t0 = time.perf_counter()
@@ -280,7 +280,7 @@ def _probe_models(cfg, backbone_name: str, head_specs: Sequence[str], num_classe
 
 def _probe_features(cfg, backbone, backbone_name: str, splits: Splits) -> dict:
     """``{"train": (features, targets), "val": (features, targets)}``: the backbone's features of both splits,
-    extracted once and cached on disk (``bench.features``)."""
+    extracted once and cached on disk (``bench.train.features``)."""
     cache = cfg.cache_dir or default_cache_dir()
     feats = {}
     for split, ds in (("train", splits.train), ("val", splits.val)):
@@ -297,7 +297,7 @@ def train_and_evaluate_probes(cfg, backbone_name: str, head_specs: Sequence[str]
     """The ``probe`` protocol for every head of a (backbone, seed) at once: one backbone, its features extracted
     once (and cached on disk), the heads trained together on one pass over them per epoch
     (``training.train_probes``), each evaluated on the cached evaluation features. One row per head, equal to
-    what that head gives alone; with ``knn`` > 0 one more, the k-NN baseline (``bench.knn``) on the same
+    what that head gives alone; with ``knn`` > 0 one more, the k-NN baseline (``bench.train.knn``) on the same
     features. With ``errors`` (a dict) a head that fails is left out of the rows and its exception stored there;
     without it the first failure raises."""
     if cfg.protocol != "probe":

@@ -6,7 +6,7 @@ from typing import List, Optional
 import numpy as np
 
 from .fmt import fmt_interval, fmt_pm, md_table  # noqa: F401  (the one formatter; re-exported)
-from .rows import metric_of
+from ..analysis.rows import metric_of
 
 ACC_METRICS = ("map", "top1", "zsl_map", "gzsl_map", "cf1", "of1")
 
@@ -27,7 +27,7 @@ def summarize(df, group=("backbone", "head")) -> List[dict]:
     """
     import pandas as pd
 
-    from .results import unique_rows
+    from ..run.results import unique_rows
 
     ok = unique_rows(df)  # one row per measurement: a seed counts once however often it was written
     metric = primary_metric(ok)
@@ -57,7 +57,7 @@ def summarize(df, group=("backbone", "head")) -> List[dict]:
             r["_by_seed"] = _by_seed(g, metric_g)
         rows.append(r)
     if metric:
-        from .stats import paired_difference
+        from ..analysis.stats import paired_difference
 
         base = {}
         setting = [c for c in group if c != "head"]
@@ -82,9 +82,9 @@ def _by_seed(g, metric) -> dict:
 
 
 def compare_word(d) -> str:
-    """A paired difference (``bench.stats.Difference``, head minus first head) in words: "better" or "worse"
+    """A paired difference (``bench.analysis.stats.Difference``, head minus first head) in words: "better" or "worse"
     when its 95% interval excludes 0, else "not distinguishable at n seeds"."""
-    from .stats import CONTRADICTED, SUPPORTED, decide
+    from ..analysis.stats import CONTRADICTED, SUPPORTED, decide
 
     if d.n < 2:
         return f"not distinguishable at {d.n} seed{'s' if d.n != 1 else ''} (no interval)"

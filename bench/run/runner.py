@@ -17,13 +17,13 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 import torch
 
 from .config import DTYPES, RunConfig, default_threads, resolve_device  # noqa: F401  (the last two re-exported)
-from .evaluation import train_and_evaluate, train_and_evaluate_probes
-from .flops import model_cost_cached
-from .knn import knn_label
-from .memory import HeadRecipe, MemoryJob, Step, StepOutOfMemory, fits, head_kwargs, measure_memory_cached
-from .model import assemble, create_backbone
+from ..train.evaluation import train_and_evaluate, train_and_evaluate_probes
+from ..measure.flops import model_cost_cached
+from ..train.knn import knn_label
+from ..measure.memory import HeadRecipe, MemoryJob, Step, StepOutOfMemory, fits, head_kwargs, measure_memory_cached
+from ..backbones.model import assemble, create_backbone
 from .results import ResultsWriter, environment, read_results, row_key, weights_label
-from .timing import is_out_of_memory, time_callable, time_interleaved, with_oom_backoff
+from ..measure.timing import is_out_of_memory, time_callable, time_interleaved, with_oom_backoff
 
 
 @dataclass
@@ -35,7 +35,7 @@ class Cell:
     heads: List[str]
     seed: Optional[int] = None
     batch_size: Optional[int] = None  # cost cells: the batch size timed (1 when not timing)
-    knn: int = 0  # probe cells: also the k-NN baseline with this k (bench.knn)
+    knn: int = 0  # probe cells: also the k-NN baseline with this k (bench.train.knn)
 
     @property
     def labels(self) -> List[str]:
@@ -187,7 +187,7 @@ def _train_loss(cfg: RunConfig) -> str:
         return "bce"
     key = (cfg.dataset, cfg.data_root)
     if key not in _MULTILABEL:
-        from .datasets import create_dataset
+        from ..datasets import create_dataset
 
         _MULTILABEL[key] = bool(create_dataset(cfg.dataset, "val", root=cfg.data_root, img_size=32).multilabel)
     return "bce" if _MULTILABEL[key] else "ce"
@@ -212,7 +212,7 @@ class _StepColumns:
 
 @dataclass
 class _MemoryJobs:
-    """The memory measurements of one cost cell (``bench.memory``: on the CPU each in a fresh process)."""
+    """The memory measurements of one cost cell (``bench.measure.memory``: on the CPU each in a fresh process)."""
 
     cfg: RunConfig
     cell: Cell
@@ -246,7 +246,7 @@ class _MemoryJobs:
 
 def _memory_and_training(cfg: RunConfig, cell: Cell, models: dict, backbone, batch: int,
                          progress: Optional[Callable[[str], None]] = None) -> Dict[str, dict]:
-    """The memory and training-step columns of each head's row at ``batch`` (see ``bench.memory``).
+    """The memory and training-step columns of each head's row at ``batch`` (see ``bench.measure.memory``).
 
     Memory first, each figure in a fresh process on the CPU: inference at ``batch``, the training step from
     ``batch`` down (halved on out of memory, as latency is) to the batch that fits, recorded as
@@ -308,7 +308,7 @@ _ALONE = "(backbone alone)"  # the backbone's own training step: not a head spec
 
 
 class _TrainingSteps:
-    """Makes the training steps a cost cell times (``bench.memory.Step``): a head's (the head alone on backbone
+    """Makes the training steps a cost cell times (``bench.measure.memory.Step``): a head's (the head alone on backbone
     features under ``--protocol probe``, else its whole model) and the backbone's alone (``_ALONE``)."""
 
     def __init__(self, cfg: RunConfig, models: dict, backbone, loss: str):

@@ -20,12 +20,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .alloc import keep_freed_memory
-from .datasets import create_dataset
-from .evaluation import training_memory_format
+from ..datasets import create_dataset
+from ..train.evaluation import training_memory_format
 from .memory import PROCESS_START_S, head_kwargs
-from .model import HeadModel, assemble, create_backbone
+from ..backbones.model import HeadModel, assemble, create_backbone
 from .timing import sync
-from .training import adamw
+from ..train.training import adamw
 
 # Seconds a run spends after its last cell: the summary table and, with plots, matplotlib's import and the files.
 AFTER_CELLS_S = 1.0
@@ -36,7 +36,7 @@ CHECKPOINT_RATE = 300e6
 # are measured at SMALL_BATCH and scaled.
 DIRECT_STEP_S = 1.5
 SMALL_BATCH = 2
-# Timing loops (bench.timing defaults): warm-up rounds stop after 3 or 2 s, timed rounds after >= 5 and min_time.
+# Timing loops (bench.measure.timing defaults): warm-up rounds stop after 3 or 2 s, timed rounds after >= 5 and min_time.
 WARMUP_ROUNDS, WARMUP_MAX_S, MIN_ROUNDS, MAX_ROUNDS = 3, 2.0, 5, 200
 # Where a run is long enough on a CPU to say so, with the faster ways to the same question.
 LONG_ON_CPU_S = 15 * 60
@@ -136,7 +136,7 @@ class Calibration:
 
     def extract_forward(self, backbone: str, batch: int) -> float:
         """Seconds of the backbone's eval forward at ``batch`` as feature extraction runs it (channels-last on a
-        CPU, bench.features)."""
+        CPU, bench.train.features)."""
         key = ("extract", backbone, batch)
         if key not in self._times:
             fmt = torch.channels_last if torch.device(self.device).type == "cpu" else torch.contiguous_format
@@ -162,7 +162,7 @@ class Calibration:
     # -- training steps -----------------------------------------------------------------------------------------
     def _step(self, module, x, kw) -> float:
         if torch.device(self.device).type == "cpu":
-            keep_freed_memory()  # as training does (bench.alloc)
+            keep_freed_memory()  # as training does (bench.measure.alloc)
         module.train()
         opt = adamw([p for p in module.parameters() if p.requires_grad], self.device, lr=1e-6)
         ema = [p.detach().clone() for p in module.parameters()]

@@ -3,7 +3,7 @@ data types, numbers read from result rows (cost points, log-log slopes, head lab
 plotting helpers the sections share.
 
 It sits below both the studies (``bench/studies/<name>.py`` build their sections from it) and the renderer
-(``bench.report``, which asks each study for its section): it imports neither, and neither torch nor timm.
+(``bench.report.render``, which asks each study for its section): it imports neither, and neither torch nor timm.
 """
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from . import stats as st
+from ..analysis import stats as st
 from .plots import _plt as pyplot  # pyplot on the Agg backend, loaded by the first plot (slow to import)
-from .spec import format_spec, parse_spec
-from .rows import accuracy_rows, failed_rows, metric_of, num, ok_rows  # noqa: F401  (the one view of rows)
-from .rows import head_family as series_label  # noqa: F401  (a head's series across N is its family)
+from ..spec import format_spec, parse_spec
+from ..analysis.rows import accuracy_rows, failed_rows, metric_of, num, ok_rows  # noqa: F401  (the one view of rows)
+from ..analysis.rows import head_family as series_label  # noqa: F401  (a head's series across N is its family)
 from .fmt import fmt_pm, md_table  # noqa: F401  (md_table re-exported for the sections)
 
 REPRODUCED = "reproduced"
@@ -30,7 +30,7 @@ UNINFORMATIVE = "uninformative"  # a part's word only: the setting cannot tell (
 NOT_TESTABLE = "not testable here"
 NOT_RUN = "not run yet"
 INSUFFICIENT = "insufficient data"  # a part's word only: rows exist but cannot decide (one point)
-# A hypothesis' outcome (bench.stats) as a part's word.
+# A hypothesis' outcome (bench.analysis.stats) as a part's word.
 OUTCOME_WORDS = {st.SUPPORTED: REPRODUCED, st.CONTRADICTED: NOT_REPRODUCED, st.INCONCLUSIVE: INCONCLUSIVE,
                  st.UNINFORMATIVE: UNINFORMATIVE, st.NOT_RUN: NOT_RUN}
 COMBINE_RULE = ("A claim's verdict combines its parts (each cost rule; each hypothesis in each setting): "

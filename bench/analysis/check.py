@@ -1,9 +1,9 @@
 """Regression checks: compare results with a committed baseline, metric by metric, within tolerances.
 
-``bench check --baseline results/baselines/NAME.csv`` reads both files with ``bench.results.read_results`` and
+``bench check --baseline results/baselines/NAME.csv`` reads both files with ``bench.run.results.read_results`` and
 calls ``compare``; it prints ``format_table`` and exits 1 when ``has_regression``.
 
-Matching. For each baseline row, the results rows that agree on every identifier (``bench.results.KEY_COLUMNS``)
+Matching. For each baseline row, the results rows that agree on every identifier (``bench.run.results.KEY_COLUMNS``)
 that is non-empty in that baseline row are candidates; an empty identifier matches anything (the paper's tables
 give no batch size, a CI baseline may leave the seed open). Values are compared as normalised text, so ``448``,
 ``448.0`` and ``"448"`` match, as do ``True`` and ``"true"``. The latest candidate wins: latest ``timestamp``,
@@ -45,8 +45,8 @@ from typing import Dict, Iterable, List, Mapping, Optional
 import numpy as np
 import pandas as pd
 
-from .fmt import layout
-from .results import KEY_COLUMNS, normalize_id, unique_rows
+from ..report.fmt import layout
+from ..run.results import KEY_COLUMNS, normalize_id, unique_rows
 
 
 @dataclass(frozen=True)

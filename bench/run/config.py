@@ -19,15 +19,15 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from .datasets import dataset_num_classes
+from ..datasets import dataset_num_classes
 from .defaults import (  # noqa: F401  (re-exported: the configuration's defaults)
     COST_IMG_SIZE, CPU_SMALL, DEFAULT_BACKBONE, DEFAULT_BACKBONE_CPU_TRAINING, DEFAULT_CPU_TRAINING, DEFAULT_HEADS,
     DEFAULT_HEADS_CPU_TRAINING, DEFAULTS, DTYPES, PROTOCOLS, dataset_defaults,
 )
-from .fmt import parse_ints
-from .heads import HeadSpec, parse_head
+from ..report.fmt import parse_ints
+from ..heads import HeadSpec, parse_head
 from .results import new_run_id
-from .spec import canonical, parse_spec, split_specs
+from ..spec import canonical, parse_spec, split_specs
 
 def default_threads() -> int:
     """``OMP_NUM_THREADS`` when it is set (the user's own limit), else the CPU cores this process may use (its
@@ -82,7 +82,7 @@ class RunConfig:
     cost_only: bool
     timing: bool  # measure at the batch sizes at all (off: params and MACs only)
     latency: bool  # with timing: inference latency and throughput
-    memory: bool  # with timing: peak memory of inference and of a training step (bench.memory)
+    memory: bool  # with timing: peak memory of inference and of a training step (bench.measure.memory)
     train_timing: bool  # with timing: the training step's time
     min_time_s: float
     dataset: str

@@ -1,14 +1,14 @@
 """Data-parallel fine-tuning with ``torchrun``: the process group, prediction sharded over the ranks and gathered in
-dataset order, and the ``python -m bench.distributed`` entry point that trains, evaluates and writes one result row.
+dataset order, and the ``python -m bench.train.distributed`` entry point that trains, evaluates and writes one result row.
 
 ``torchrun`` starts one process per GPU and sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; ``init_distributed``
-joins them into one process group (NCCL on CUDA, gloo on CPU). ``bench.training.train_finetune`` then wraps the
+joins them into one process group (NCCL on CUDA, gloo on CPU). ``bench.train.training.train_finetune`` then wraps the
 model in DistributedDataParallel by itself (see its docstring: the batch size stays global). Evaluation runs each
 rank on a shard of the evaluation set and gathers the scores in dataset order, so mAP is computed once on the whole
 set, never averaged over ranks. Without a process group (a plain ``python`` run) every function here is the
 one-process version of itself.
 
-    torchrun --standalone --nproc_per_node=4 -m bench.distributed --backbone resnet50 --head mldecoder \\
+    torchrun --standalone --nproc_per_node=4 -m bench.train.distributed --backbone resnet50 --head mldecoder \\
         --dataset coco2014 --data-root /data/coco --epochs 40 --results-dir results/runs
 """
 from __future__ import annotations
@@ -25,9 +25,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from .datasets import create_dataset
-from .defaults import dataset_defaults
-from .ddp import (  # noqa: F401  (the primitives, re-exported: bench.distributed is their old home)
+from ..datasets import create_dataset
+from ..run.defaults import dataset_defaults
+from .ddp import (  # noqa: F401  (the primitives, re-exported: bench.train.distributed is their old home)
     DistContext,
     _env_int,
     launched_by_torchrun,
@@ -44,19 +44,19 @@ from .ddp import (  # noqa: F401  (the primitives, re-exported: bench.distribute
     _gather_in_order,
     GATHER_CHUNK_BYTES,
 )
-from .metrics import multilabel_metrics, sigmoid, singlelabel_metrics
-from .model import build_model
-from .pretrained import data_config_of
-from .results import ResultsWriter, environment, new_run_id
-from .spec import parse_spec
+from ..analysis.metrics import multilabel_metrics, sigmoid, singlelabel_metrics
+from ..backbones.model import build_model
+from ..backbones.pretrained import data_config_of
+from ..run.results import ResultsWriter, environment, new_run_id
+from ..spec import parse_spec
 from .training import TrainConfig, TrainingDiverged, predict, train_finetune
-from .words import embed_class_names
+from ..datasets.words import embed_class_names
 
 
 def predict_distributed(model: nn.Module, data: Union[Dataset, torch.Tensor], *, batch_size: int,
                         device: str = "cpu", class_embeddings: Optional[torch.Tensor] = None, workers: int = 0,
                         amp: str = "off", progress: bool = False, all_ranks: bool = False) -> Optional[np.ndarray]:
-    """``bench.training.predict`` with the samples split over the ranks: the (S, N) float32 logits of the whole
+    """``bench.train.training.predict`` with the samples split over the ranks: the (S, N) float32 logits of the whole
     of ``data`` in dataset order on rank 0 (on every rank with ``all_ranks=True``), None on the others.
 
     Every rank must call it (it is a collective). Each rank predicts ``shard_indices`` (``batch_size`` per rank);
@@ -105,8 +105,8 @@ def _accuracy(logits: np.ndarray, ds, suffix: str = "") -> dict:
 
 @dataclass(frozen=True)
 class DistributedOptions:
-    """The options of ``python -m bench.distributed`` as given (see its ``--help``; its click declarations hold the
-    defaults). ``img_size`` and ``epochs`` None: the dataset's (``bench.defaults.dataset_defaults``)."""
+    """The options of ``python -m bench.train.distributed`` as given (see its ``--help``; its click declarations hold the
+    defaults). ``img_size`` and ``epochs`` None: the dataset's (``bench.run.defaults.dataset_defaults``)."""
 
     backbone: str
     head: str
@@ -224,7 +224,7 @@ def command(options: DistributedOptions) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """``torchrun --nproc_per_node=N -m bench.distributed --backbone ... --head ...``: see ``--help``."""
+    """``torchrun --nproc_per_node=N -m bench.train.distributed --backbone ... --head ...``: see ``--help``."""
     defaults = TrainConfig()
 
     @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -262,7 +262,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         EMA on the whole val split, and append one result row (rank 0) to RESULTS_DIR/RUN_ID.csv."""
         command(DistributedOptions(**kw))
 
-    entry.main(args=list(argv) if argv is not None else None, prog_name="python -m bench.distributed")
+    entry.main(args=list(argv) if argv is not None else None, prog_name="python -m bench.train.distributed")
 
 
 __all__ = ["DistContext", "DistributedOptions", "all_gather_objects", "all_reduce_sum", "any_rank", "average_buffers_",

@@ -12,7 +12,7 @@ from typing import List, Sequence
 
 import numpy as np
 
-from .rows import ok_rows
+from ..analysis.rows import ok_rows
 from .tables import primary_metric
 
 

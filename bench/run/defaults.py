@@ -1,6 +1,6 @@
 """Every default of a run, as plain data in one place (no torch, no registries, so the command line reads it at
 start-up): the CLI's option values, the CPU training run, and the per-dataset training defaults.
-``bench.config.resolve_config`` applies them."""
+``bench.run.config.resolve_config`` applies them."""
 from __future__ import annotations
 
 from typing import Dict
@@ -18,7 +18,7 @@ DEFAULT_HEADS = "gap,txdec,mldecoder"
 DEFAULT_HEADS_CPU_TRAINING = f"gap,txdec({CPU_SMALL}),mldecoder({CPU_SMALL})"
 DEFAULT_BACKBONE = "resnet50"
 # Training on a CPU with no --backbone: a real ImageNet-pretrained backbone whose weights install with headbench
-# (bench.pretrained), frozen, its features of each image computed once and shared by every head and seed.
+# (bench.backbones.pretrained), frozen, its features of each image computed once and shared by every head and seed.
 DEFAULT_BACKBONE_CPU_TRAINING = "tf_efficientnet_lite0"
 DEFAULT_CPU_TRAINING = dict(pretrained=True, protocol="probe", img_size=128)
 COST_IMG_SIZE = 224  # a cost-only run's resolution (ImageNet's); a training run's is its dataset's

@@ -9,7 +9,7 @@ probe step no faster (1.08x, within that measurement's noise). ``keep_freed_memo
 raises both thresholds, once per process: the memory a step used stays mapped for the next one, which it
 reuses. The results are the same (torch's CPU allocator aligns every block to 64 bytes either way); the
 process's resident memory stays at its peak instead of shrinking between steps. Only with glibc on Linux;
-elsewhere a no-op. The memory measurements (``bench.memory``) run in their own processes and never call it.
+elsewhere a no-op. The memory measurements (``bench.measure.memory``) run in their own processes and never call it.
 """
 from __future__ import annotations
 

@@ -19,8 +19,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() on the DataLoader in __init__
 
-from .alloc import keep_freed_memory
-from .interrupt import deferred
+from ..measure.alloc import keep_freed_memory
+from ..run.interrupt import deferred
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -63,7 +63,7 @@ def _default_key(backbone: nn.Module, ds: Dataset, dtype: torch.dtype) -> str:
 
 def _atomic_save(obj, path: str) -> None:
     """torch.save to a temporary file in the same folder, then rename over ``path`` (atomic on POSIX). A stop
-    signal that arrives meanwhile waits until the file is complete (``bench.interrupt.deferred``): raised inside
+    signal that arrives meanwhile waits until the file is complete (``bench.run.interrupt.deferred``): raised inside
     torch.save it would come out as a RuntimeError of its writer, and the run would record a failed cell."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -108,7 +108,7 @@ def extract_features(backbone: nn.Module, ds: Dataset, *, batch_size: int, devic
     # batch 32: 52 -> 101 img/s); the same features up to floating-point rounding
     fmt = torch.channels_last if dev.type == "cpu" else torch.contiguous_format
     if dev.type == "cpu":
-        keep_freed_memory()  # each batch's activations stay mapped for the next, as in training (bench.alloc)
+        keep_freed_memory()  # each batch's activations stay mapped for the next, as in training (bench.measure.alloc)
     backbone.to(dev, memory_format=fmt).eval()
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=dev.type == "cuda")

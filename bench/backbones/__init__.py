@@ -1,0 +1,1 @@
+"""Backbones: timm models with a head put on them, checkpoints, offline ImageNet weights."""

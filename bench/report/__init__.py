@@ -1,0 +1,1 @@
+"""Reporting: the claims report's renderer and parts, plots, tables and number formatting."""
