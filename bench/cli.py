@@ -7,9 +7,9 @@ import sys
 
 import click
 
-from .run.defaults import DATASET_DEFAULTS, DEFAULTS, DTYPES, PROTOCOLS
 from .report.fmt import format_table
 from .report.render import build_report
+from .run.defaults import DATASET_DEFAULTS, DEFAULTS, DTYPES, PROTOCOLS
 from .spec import split_specs
 from .studies import get_study, list_studies
 

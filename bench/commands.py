@@ -14,24 +14,25 @@ import pandas as pd
 import timm
 from tqdm import tqdm
 
-from .analysis.check import compare, format_table as check_table, has_regression, make_baseline, parse_tolerances
-from .analysis.check import summarize as check_summary
-from .run.config import DEFAULTS, RunConfig, RunOptions, resolve_config
-from .datasets import DATASETS
-from .measure.estimate import AFTER_CELLS_S, PLOTS_S, cell_key, duration, estimate_cells, estimate_seconds, faster_ways
-from .run.executors import RayExecutor, run_many
-from .report.fmt import format_table
-from .heads import create_head
-from .run.interrupt import Interrupted, handle_signals, resume_hint, with_resume
+from .analysis.check import (compare, format_table as check_table, has_regression, make_baseline, parse_tolerances,
+                             summarize as check_summary)
+from .analysis.rows import ok_rows
 from .backbones.model import create_backbone, load_checkpoint_file
-from .report.plots import plot_results
 from .backbones.pretrained import check_hub
+from .datasets import DATASETS
+from .heads import create_head
+from .measure.estimate import AFTER_CELLS_S, PLOTS_S, cell_key, duration, estimate_cells, estimate_seconds, faster_ways
 from .registry import unknown_message
+from .report.fmt import format_table
+from .report.plots import plot_results
+from .report.tables import fmt_interval, fmt_pm, summarize
+from .run.config import DEFAULTS, RunConfig, RunOptions, resolve_config
+from .run.executors import RayExecutor, run_many
+from .run.interrupt import Interrupted, handle_signals, resume_hint, with_resume
 from .run.results import read_results, result_files
 from .run.runner import LocalExecutor, pending_cells, plan_cells, run
 from .spec import parse_spec
 from .studies import get_study
-from .report.tables import fmt_interval, fmt_pm, summarize
 
 
 def validate(cfg: RunConfig) -> None:
@@ -259,7 +260,7 @@ def _memory_summary(df, group) -> dict:
     measured = any(c in df.columns and df[c].notna().any() for c in cols)
     if not measured and not ("train_status" in df.columns and (df["train_status"].astype(str) == "oom").any()):
         return {}
-    ok = df[df["status"].astype(str) == "ok"]
+    ok = ok_rows(df)
     out = {}
     for keys, g in ok.groupby(list(group), sort=False):
         keys = keys if isinstance(keys, tuple) else (keys,)

@@ -46,7 +46,8 @@ import numpy as np
 import pandas as pd
 
 from ..report.fmt import layout
-from ..run.results import KEY_COLUMNS, normalize_id, unique_rows
+from ..run.results import KEY_COLUMNS, normalize_id
+from .rows import unique_rows
 
 
 @dataclass(frozen=True)

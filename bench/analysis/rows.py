@@ -17,7 +17,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from ..run.results import KEY_COLUMNS
+from ..run.results import KEY_COLUMNS, row_key
 
 OK, ERROR = "ok", "error"
 
@@ -59,6 +59,17 @@ def cost_rows(df: pd.DataFrame) -> pd.DataFrame:
         return df
     ok = ok_rows(df)
     return ok[num(ok, "batch_size").notna()]
+
+
+def unique_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The ok rows of ``df`` with one row per key (the last one written), so a file that holds a measurement
+    twice (written by an older version, or two files read together) counts it once; other rows are dropped."""
+    if not len(df):
+        return df
+    ok = ok_rows(df)
+    keys = [row_key(r) for r in ok.to_dict("records")]
+    last = {k: i for i, k in enumerate(keys)}
+    return ok.iloc[sorted(last.values())]
 
 
 def head_family(head: str, num_classes) -> str:

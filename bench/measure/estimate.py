@@ -19,13 +19,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .alloc import keep_freed_memory
+from ..backbones.model import HeadModel, assemble, create_backbone
 from ..datasets import create_dataset
 from ..train.evaluation import training_memory_format
-from .memory import PROCESS_START_S, head_kwargs
-from ..backbones.model import HeadModel, assemble, create_backbone
-from .timing import sync
 from ..train.training import adamw
+from .alloc import keep_freed_memory
+from .memory import PROCESS_START_S, head_kwargs
+from .timing import sync
 
 # Seconds a run spends after its last cell: the summary table and, with plots, matplotlib's import and the files.
 AFTER_CELLS_S = 1.0

@@ -55,10 +55,10 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from ..train.losses import compute_loss
 from ..backbones.model import assemble, create_backbone
-from .timing import is_out_of_memory
+from ..train.losses import compute_loss
 from ..train.training import adamw
+from .timing import is_out_of_memory
 
 MODES = ("infer", "train")
 PARTS = ("model", "backbone", "head")  # backbone + head; the backbone alone (identity head); the head on features

@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import stats as st
-from .plots import _plt as pyplot  # pyplot on the Agg backend, loaded by the first plot (slow to import)
+# the one view of rows, re-exported for the sections (a head's series across N is its family)
+from ..analysis.rows import (  # noqa: F401
+    accuracy_rows, failed_rows, head_family as series_label, metric_of, num, ok_rows)
 from ..spec import format_spec, parse_spec
-from ..analysis.rows import accuracy_rows, failed_rows, metric_of, num, ok_rows  # noqa: F401  (the one view of rows)
-from ..analysis.rows import head_family as series_label  # noqa: F401  (a head's series across N is its family)
 from .fmt import fmt_pm, md_table  # noqa: F401  (md_table re-exported for the sections)
+from .plots import _plt as pyplot  # pyplot on the Agg backend, loaded by the first plot (slow to import)
 
 REPRODUCED = "reproduced"
 PARTLY = "partly reproduced"

@@ -15,7 +15,6 @@ import numpy as np
 from ..analysis.rows import ok_rows
 from .tables import primary_metric
 
-
 LOG_SPAN = 10.0  # max / min of an axis's data from which it is drawn logarithmic
 MAX_TICKS = 6
 MARKERS = "os^DvPX*<>hp"

@@ -26,15 +26,15 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import pandas as pd
 
 from ..analysis import stats as st
-from .kit import (  # noqa: F401  (the verdict words re-exported: the report's vocabulary)
-    COMBINE_RULE, INCONCLUSIVE, INSUFFICIENT, NOT_REPRODUCED, NOT_RUN, NOT_TESTABLE, OUTCOME_WORDS, PARTLY,
-    REPRODUCED, UNINFORMATIVE, Claim, Context, Part, bars, code, failed_rows, fmt_num, fmt_signed,
-    metric_of, num, ok_rows, proxy_line, short_label, stat,
-)
-from ..run.results import COLUMNS, read_results, unique_rows
+from ..analysis.rows import status_is, unique_rows
 from ..analysis.stats import accuracy_rows
+from ..run.results import COLUMNS, read_results
 from ..studies import get_study, list_studies
 from .fmt import md_table
+from .kit import (COMBINE_RULE, INCONCLUSIVE,  # noqa: F401  (the verdict words re-exported: the report's vocabulary)
+                  INSUFFICIENT, NOT_REPRODUCED, NOT_RUN, NOT_TESTABLE, OUTCOME_WORDS, PARTLY, REPRODUCED, UNINFORMATIVE,
+                  Claim, Context, Part, bars, code, failed_rows, fmt_num, fmt_signed, metric_of, num, ok_rows,
+                  proxy_line, short_label, stat)
 
 PROXY_NOTE = ("CPU-scale proxy: the embedded `scenes` data (synthetic multi-label images) or Fashion-MNIST, a "
               "tiny timm backbone trained from scratch on this CPU; not the paper's benchmark (COCO, pretrained "
@@ -270,13 +270,13 @@ def build_sections(ctx: Context) -> List[Section]:
 
 def load_studies(results_dir: str) -> Dict[str, object]:
     """name -> rows of ``<results_dir>/study-<name>.csv`` (None when the file is missing or empty), each ok
-    measurement once (``results.unique_rows``: a file written by an older version may hold a row twice)."""
+    measurement once (``rows.unique_rows``: a file written by an older version may hold a row twice)."""
     out = {}
     for name in sorted(list_studies(), key=lambda n: (get_study(n).claim is None, get_study(n).claim or 0, n)):
         path = os.path.join(results_dir, f"study-{name}.csv")
         df = read_results([path]) if os.path.isfile(path) and os.path.getsize(path) > 0 else None
         if df is not None:  # a measurement counts once, however often a file holds it; failures are kept
-            df = pd.concat([unique_rows(df), df[df["status"].astype(str) != "ok"]], ignore_index=True)
+            df = pd.concat([unique_rows(df), df[~status_is(df, "ok")]], ignore_index=True)
         out[name] = df
     return out
 

@@ -5,8 +5,9 @@ from typing import List, Optional
 
 import numpy as np
 
+from ..analysis.rows import metric_of, unique_rows
+from ..analysis.stats import CONTRADICTED, SUPPORTED, decide, paired_difference
 from .fmt import fmt_interval, fmt_pm, md_table  # noqa: F401  (the one formatter; re-exported)
-from ..analysis.rows import metric_of
 
 ACC_METRICS = ("map", "top1", "zsl_map", "gzsl_map", "cf1", "of1")
 
@@ -26,8 +27,6 @@ def summarize(df, group=("backbone", "head")) -> List[dict]:
     shared seeds and ``delta_word`` says it in words (``compare_word``).
     """
     import pandas as pd
-
-    from ..run.results import unique_rows
 
     ok = unique_rows(df)  # one row per measurement: a seed counts once however often it was written
     metric = primary_metric(ok)
@@ -57,8 +56,6 @@ def summarize(df, group=("backbone", "head")) -> List[dict]:
             r["_by_seed"] = _by_seed(g, metric_g)
         rows.append(r)
     if metric:
-        from ..analysis.stats import paired_difference
-
         base = {}
         setting = [c for c in group if c != "head"]
         for r in rows:
@@ -84,8 +81,6 @@ def _by_seed(g, metric) -> dict:
 def compare_word(d) -> str:
     """A paired difference (``bench.analysis.stats.Difference``, head minus first head) in words: "better" or "worse"
     when its 95% interval excludes 0, else "not distinguishable at n seeds"."""
-    from ..analysis.stats import CONTRADICTED, SUPPORTED, decide
-
     if d.n < 2:
         return f"not distinguishable at {d.n} seed{'s' if d.n != 1 else ''} (no interval)"
     outcome = decide(d, "better").outcome

@@ -20,14 +20,14 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from ..datasets import dataset_num_classes
-from .defaults import (  # noqa: F401  (re-exported: the configuration's defaults)
-    COST_IMG_SIZE, CPU_SMALL, DEFAULT_BACKBONE, DEFAULT_BACKBONE_CPU_TRAINING, DEFAULT_CPU_TRAINING, DEFAULT_HEADS,
-    DEFAULT_HEADS_CPU_TRAINING, DEFAULTS, DTYPES, PROTOCOLS, dataset_defaults,
-)
-from ..report.fmt import parse_ints
 from ..heads import HeadSpec, parse_head
-from .results import new_run_id
+from ..report.fmt import parse_ints
 from ..spec import canonical, parse_spec, split_specs
+from .defaults import (COST_IMG_SIZE, CPU_SMALL,  # noqa: F401  (re-exported: the configuration's defaults)
+                       DEFAULT_BACKBONE, DEFAULT_BACKBONE_CPU_TRAINING, DEFAULT_CPU_TRAINING, DEFAULT_HEADS,
+                       DEFAULT_HEADS_CPU_TRAINING, DEFAULTS, DTYPES, PROTOCOLS, dataset_defaults)
+from .results import new_run_id
+
 
 def default_threads() -> int:
     """``OMP_NUM_THREADS`` when it is set (the user's own limit), else the CPU cores this process may use (its

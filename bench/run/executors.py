@@ -12,7 +12,8 @@ import socket
 import traceback
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from .runner import Cell, RunConfig, cell_keys, execute_cell
+from .results import KEY_COLUMNS, ResultsWriter, environment
+from .runner import Cell, LocalExecutor, RunConfig, cell_keys, execute_cell, pending_cells, plan_cells
 
 RAY_MISSING = "the ray executor needs Ray: pip install -e .[ray]"
 
@@ -39,7 +40,6 @@ def error_rows(cfg: RunConfig, cell: Cell, message: str, detail: str = "") -> Li
     Used for what ``execute_cell`` cannot record itself: a task whose worker died, or an exception that
     crossed the process boundary (ValueError, which the local executor lets abort the run).
     """
-    from .results import environment
 
     env = environment(cfg.device)
     rows = [{**key, "status": "error", "error": message, **env} for key in cell_keys(cfg, cell)]
@@ -239,8 +239,6 @@ def run_many(configs: Sequence[RunConfig], executor=None, on_row: Optional[Calla
     (same results file, same row identifiers) runs once. An executor without ``map_many`` (the local one)
     runs the cells one after another, exactly as ``run`` would.
     """
-    from .results import KEY_COLUMNS, ResultsWriter
-    from .runner import LocalExecutor, pending_cells, plan_cells
 
     executor = executor or LocalExecutor()
     jobs, seen = [], set()

@@ -95,15 +95,6 @@ def row_key(row) -> tuple:
     return tuple(normalize_id(get(c)) for c in KEY_COLUMNS)
 
 
-def unique_rows(df):
-    """The ok rows of ``df`` with one row per key (the last one written), so a file that holds a measurement
-    twice (written by an older version, or two files read together) counts it once; other rows are dropped."""
-    if not len(df):
-        return df
-    ok = df[df["status"].astype(str) == "ok"] if "status" in df.columns else df
-    keys = [row_key(r) for r in ok.to_dict("records")]
-    last = {k: i for i, k in enumerate(keys)}
-    return ok.iloc[sorted(last.values())]
 
 
 def new_run_id() -> str:
@@ -140,8 +131,8 @@ _ENV_CACHE: Dict[str, str] = {}
 
 def environment(device: str = "cpu") -> Dict[str, object]:
     """The environment columns of a row (versions, hardware, threads, commit, time)."""
-    import torch
     import timm
+    import torch
 
     from .. import __version__
 

@@ -16,14 +16,15 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
 
-from .config import DTYPES, RunConfig, default_threads, resolve_device  # noqa: F401  (the last two re-exported)
-from ..train.evaluation import train_and_evaluate, train_and_evaluate_probes
-from ..measure.flops import model_cost_cached
-from ..train.knn import knn_label
-from ..measure.memory import HeadRecipe, MemoryJob, Step, StepOutOfMemory, fits, head_kwargs, measure_memory_cached
+from ..analysis.rows import ok_rows
 from ..backbones.model import assemble, create_backbone
-from .results import ResultsWriter, environment, read_results, row_key, weights_label
+from ..measure.flops import model_cost_cached
+from ..measure.memory import HeadRecipe, MemoryJob, Step, StepOutOfMemory, fits, head_kwargs, measure_memory_cached
 from ..measure.timing import is_out_of_memory, time_callable, time_interleaved, with_oom_backoff
+from ..train.evaluation import train_and_evaluate, train_and_evaluate_probes
+from ..train.knn import knn_label
+from .config import DTYPES, RunConfig, default_threads, resolve_device  # noqa: F401  (the last two re-exported)
+from .results import ResultsWriter, environment, read_results, row_key, weights_label
 
 
 @dataclass
@@ -475,7 +476,7 @@ def _done_keys(cfg: RunConfig) -> set:
     if not os.path.exists(cfg.results_path):
         return set()
     df = read_results([cfg.results_path])
-    df = df[df["status"].astype(str) == "ok"]
+    df = ok_rows(df)
     return {row_key(r) for r in df.to_dict("records")}
 
 

@@ -10,12 +10,10 @@ from typing import List, Tuple
 
 import numpy as np
 
-from ..report.plots import accuracy_points, pareto_front, plot_pareto
-from ..report.kit import (
-    NOT_REPRODUCED, NOT_RUN, REPRODUCED, Claim, Context, Part, code, combine_checks, failures, fmt_num, head_options,
-    md_table, not_run_part, num, ok_rows, stat,
-)
 from ..analysis.stats import accuracy_rows
+from ..report.kit import (NOT_REPRODUCED, NOT_RUN, REPRODUCED, Claim, Context, Part, code, combine_checks, failures,
+                          fmt_num, head_options, md_table, not_run_part, num, ok_rows, stat)
+from ..report.plots import accuracy_points, pareto_front, plot_pareto
 from ._base import PROXY, SMALL, Hypothesis, Study, register_study
 
 SMALLER, LARGER = "test_resnet", "resnet10t"

@@ -13,11 +13,10 @@ from typing import List, Optional, Tuple
 import numpy as np
 import pandas as pd
 
-from ..report.kit import (
-    DEFAULT_GROUPS, INSUFFICIENT, NOT_REPRODUCED, NOT_RUN, REPRODUCED, Claim, Context, Part, code, cost_points,
-    cost_rule, failures, fmt_num, head_options, lines_plot, loglog_slope, md_table, num, pyplot, series_label,
-    series_points,
-)
+from ..analysis.rows import ok_rows
+from ..report.kit import (DEFAULT_GROUPS, INSUFFICIENT, NOT_REPRODUCED, NOT_RUN, REPRODUCED, Claim, Context, Part, code,
+                          cost_points, cost_rule, failures, fmt_num, head_options, lines_plot, loglog_slope, md_table,
+                          num, pyplot, series_label, series_points)
 from ._base import Study, register_study
 
 NUM_CLASSES = [80, 1000, 5000, 9605, 20000]
@@ -163,7 +162,7 @@ def claim_code(claim: Claim, rows, ctx: Context) -> None:
 def training_footprints(df, batch: int = 32):
     """One row per (head family, N) at ``batch``: ``footprint_mib`` (NaN when not measured at that batch),
     ``backbone_mib`` (the backbone alone's footprint), ``fits_here`` False when the step was out of memory."""
-    ok = df[df["status"].astype(str) == "ok"] if "status" in df.columns else df
+    ok = ok_rows(df)
     ok = ok[num(ok, "batch_size") == batch]
     status = ok["train_status"].astype(str) if "train_status" in ok.columns else pd.Series("", index=ok.index)
     tb = num(ok, "train_batch_size")

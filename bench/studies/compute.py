@@ -10,10 +10,9 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ..report.kit import (
-    INSUFFICIENT, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, Claim, Context, Part, code, combine_checks, cost_points,
-    cost_rule, failures, fmt_num, head_options, md_table, not_run_part, num, pyplot, save_png,
-)
+from ..report.kit import (INSUFFICIENT, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, Claim, Context, Part, code,
+                          combine_checks, cost_points, cost_rule, failures, fmt_num, head_options, md_table,
+                          not_run_part, num, pyplot, save_png)
 from ._base import Study, grid, register_study
 
 TABLE_TEXT = ("**Cost on exactly the paper's models** (random weights: cost does not depend on them), 80 classes, "

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from typing import List, Set, Tuple
 
-from ..report.kit import (
-    NOT_RUN, PARTLY, REPRODUCED, Claim, Context, Part, Stat, bars, failed_rows, failures, fmt_num, head_options,
-    metric_of, not_run_part, num, short_label, stat,
-)
 from ..analysis.stats import accuracy_rows
+from ..report.kit import (NOT_RUN, PARTLY, REPRODUCED, Claim, Context, Part, Stat, bars, failed_rows, failures, fmt_num,
+                          head_options, metric_of, not_run_part, num, short_label, stat)
 from ._base import PROXY, SETTING, SMALL, Hypothesis, Study, register_study
 
 MLD = f"mldecoder({SMALL})"

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..report.kit import (
-    NOT_REPRODUCED, NOT_RUN, REPRODUCED, Claim, Context, Part, code, cost_points, failures, fmt_num, head_options,
-    md_table, metric_of, num, num_queries, pyplot, save_png, stat,
-)
 from ..analysis.stats import accuracy_rows
+from ..report.kit import (NOT_REPRODUCED, NOT_RUN, REPRODUCED, Claim, Context, Part, code, cost_points, failures,
+                          fmt_num, head_options, md_table, metric_of, num, num_queries, pyplot, save_png, stat)
 from ._base import PROXY, SETTING, SMALL, Hypothesis, Study, register_study
 
 GROUPS = [1, 5, 10, 20, 50, 100]

@@ -17,10 +17,11 @@ from typing import List, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from ..report.plots import plot_accuracy_vs_cost
-from ..report.kit import Context
+from ..analysis.rows import ok_rows
 from ..analysis.stats import t_critical
 from ..report.fmt import md_table
+from ..report.kit import Context
+from ..report.plots import plot_accuracy_vs_cost
 from ._base import PROXY, SETTING, SMALL, Hypothesis, Study, register_study
 
 # The heads, one canonical spec each (the ``head`` label of their rows; written out, not computed, so that the
@@ -76,7 +77,7 @@ def mean_interval(values: Sequence[float]) -> Tuple[float, float, float, float, 
 
 
 def _ok(df):
-    ok = df[df["status"].astype(str) == "ok"].copy()
+    ok = ok_rows(df).copy()
     for col in ("seed", "gmacs_head", "gmacs_total", "params_head"):
         if col in ok.columns:
             ok[col] = pd.to_numeric(ok[col], errors="coerce")

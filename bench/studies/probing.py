@@ -17,10 +17,10 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from ..analysis import aggregate as agg
-from ..report.plots import plot_accuracy_vs_cost
 from ..analysis.rows import accuracy_rows, cost_rows, num as _num
 from ..analysis.stats import by_seed, evaluate, select, t_critical
 from ..report.fmt import fmt_interval, format_count, md_table
+from ..report.plots import plot_accuracy_vs_cost
 from ._base import SETTING, SMALL, Hypothesis, Study, register_study
 
 BACKBONES = ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"]

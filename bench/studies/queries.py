@@ -6,8 +6,8 @@ and a plot of the proxy accuracy per kind of queries (the verdicts are the hypot
 """
 from __future__ import annotations
 
-from ..report.kit import Claim, Context, bars, failures, head_options, metric_of, stat
 from ..analysis.stats import accuracy_rows
+from ..report.kit import Claim, Context, bars, failures, head_options, metric_of, stat
 from ._base import PROXY, SETTING, SMALL, Hypothesis, Study, register_study
 
 FIXED, LEARNABLE = f"mldecoder({SMALL})", f'mldecoder({SMALL}, queries="learnable")'

@@ -11,12 +11,10 @@ from typing import Dict, List
 
 import numpy as np
 
-from ..report.kit import (
-    INSUFFICIENT, NOT_REPRODUCED, NOT_RUN, REPRODUCED, Claim, Context, Part, bars, code, cost_points, cost_rule,
-    failures, fmt_num, head_options, lines_plot, loglog_slope, md_table, metric_of, not_run_part, series_label,
-    series_points, short_label, stat,
-)
 from ..analysis.stats import accuracy_rows
+from ..report.kit import (INSUFFICIENT, NOT_REPRODUCED, NOT_RUN, REPRODUCED, Claim, Context, Part, bars, code,
+                          cost_points, cost_rule, failures, fmt_num, head_options, lines_plot, loglog_slope, md_table,
+                          metric_of, not_run_part, series_label, series_points, short_label, stat)
 from ._base import PROXY, SETTING, SMALL, Hypothesis, Study, register_study
 
 NUM_QUERIES = [80, 400, 1000, 2000, 5000, 10000]

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import re
 
-from ..report.kit import Claim, Context, bars, failures, fmt_num, head_options, num, stat
 from ..analysis.stats import accuracy_rows
+from ..report.kit import Claim, Context, bars, failures, fmt_num, head_options, num, stat
 from ._base import PROXY, SMALL, Hypothesis, Study, register_study
 
 WORD = f'mldecoder({SMALL}, queries="word", word_dim=384'

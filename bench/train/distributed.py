@@ -25,32 +25,18 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from ..datasets import create_dataset
-from ..run.defaults import dataset_defaults
-from .ddp import (  # noqa: F401  (the primitives, re-exported: bench.train.distributed is their old home)
-    DistContext,
-    _env_int,
-    launched_by_torchrun,
-    current,
-    init_distributed,
-    comm_device,
-    barrier,
-    all_reduce_sum,
-    any_rank,
-    all_gather_objects,
-    average_buffers_,
-    unwrap,
-    shard_indices,
-    _gather_in_order,
-    GATHER_CHUNK_BYTES,
-)
 from ..analysis.metrics import multilabel_metrics, sigmoid, singlelabel_metrics
 from ..backbones.model import build_model
 from ..backbones.pretrained import data_config_of
+from ..datasets import create_dataset
+from ..datasets.words import embed_class_names
+from ..run.defaults import dataset_defaults
 from ..run.results import ResultsWriter, environment, new_run_id
 from ..spec import parse_spec
+from .ddp import (  # noqa: F401  (the primitives, re-exported: bench.train.distributed is their old home)
+    GATHER_CHUNK_BYTES, DistContext, _env_int, _gather_in_order, all_gather_objects, all_reduce_sum, any_rank,
+    average_buffers_, barrier, comm_device, current, init_distributed, launched_by_torchrun, shard_indices, unwrap)
 from .training import TrainConfig, TrainingDiverged, predict, train_finetune
-from ..datasets.words import embed_class_names
 
 
 def predict_distributed(model: nn.Module, data: Union[Dataset, torch.Tensor], *, batch_size: int,

@@ -17,17 +17,17 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 import numpy as np
 import torch
 
-from ..datasets import create_dataset
-from .features import feature_cache_key
-from ..measure.flops import model_cost_cached
-from ..heads._base import Head
-from .knn import knn_label, knn_logits, knn_macs, knn_scores
 from ..analysis.metrics import multilabel_metrics, sigmoid, singlelabel_metrics
 from ..backbones.model import assemble, build_model, create_backbone
 from ..backbones.pretrained import data_config_of
-from ..run.results import environment, weights_label
-from .training import TrainConfig, extract_features, predict, seed_everything, train_finetune, train_probes
+from ..datasets import create_dataset
 from ..datasets.words import embed_class_names  # the sentence-embedding model itself is imported only when it is needed
+from ..heads._base import Head
+from ..measure.flops import model_cost_cached
+from ..run.results import environment, weights_label
+from .features import feature_cache_key
+from .knn import knn_label, knn_logits, knn_macs, knn_scores
+from .training import TrainConfig, extract_features, predict, seed_everything, train_finetune, train_probes
 
 # A from-scratch backbone (no --pretrained / --checkpoint) needs a larger learning rate than the recipe's 1e-4,
 # which assumes ImageNet-pretrained weights; a head trained alone on cached features too.

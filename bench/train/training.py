@@ -32,10 +32,10 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() on the DataLoader in __init__
 
-from . import ddp
-from ..measure.alloc import keep_freed_memory
-from .features import AMP_DTYPES, _atomic_save, extract_features, feature_cache_key  # noqa: F401 (re-exported)
 from ..heads._base import Head
+from ..measure.alloc import keep_freed_memory
+from . import ddp
+from .features import AMP_DTYPES, _atomic_save, extract_features, feature_cache_key  # noqa: F401 (re-exported)
 from .losses import LOSSES, REDUCTIONS, compute_loss
 
 CHECKPOINT_NAME = "last.pt"
