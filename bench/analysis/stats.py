@@ -28,6 +28,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ..spec import parse_spec
 from .rows import accuracy_rows, num as _num  # noqa: F401  (the statistics' rows are the rows view's)
 
 CONFIDENCE = 0.95
@@ -197,8 +198,6 @@ def decide(d: Difference, test: str, margin: Optional[float] = None) -> Decision
 # ------------------------------------------------------------------------------------------ result rows
 
 def _spec_key(text: str):
-    from ..spec import parse_spec
-
     try:
         s = parse_spec(str(text))
     except ValueError:

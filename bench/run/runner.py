@@ -18,6 +18,7 @@ import torch
 
 from ..analysis.rows import ok_rows
 from ..backbones.model import assemble, create_backbone
+from ..datasets import create_dataset
 from ..measure.flops import model_cost_cached
 from ..measure.memory import HeadRecipe, MemoryJob, Step, StepOutOfMemory, fits, head_kwargs, measure_memory_cached
 from ..measure.timing import is_out_of_memory, time_callable, time_interleaved, with_oom_backoff
@@ -188,8 +189,6 @@ def _train_loss(cfg: RunConfig) -> str:
         return "bce"
     key = (cfg.dataset, cfg.data_root)
     if key not in _MULTILABEL:
-        from ..datasets import create_dataset
-
         _MULTILABEL[key] = bool(create_dataset(cfg.dataset, "val", root=cfg.data_root, img_size=32).multilabel)
     return "bce" if _MULTILABEL[key] else "ce"
 
