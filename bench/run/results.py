@@ -15,6 +15,9 @@ import subprocess
 import uuid
 from typing import Dict, Iterable, List, Optional
 
+from .. import __version__
+from .interrupt import deferred
+
 ID_COLUMNS = [
     "run_id", "backbone", "head", "img_size", "num_classes", "batch_size", "device", "dtype",
     "channels_last", "compile", "dataset", "protocol", "epochs", "seed",
@@ -133,9 +136,6 @@ def environment(device: str = "cpu") -> Dict[str, object]:
     """The environment columns of a row (versions, hardware, threads, commit, time)."""
     import timm
     import torch
-
-    from .. import __version__
-
     if not _ENV_CACHE:
         _ENV_CACHE.update(torch_version=torch.__version__, timm_version=timm.__version__, bench_version=__version__,
                           cpu=_cpu_name(), git_commit=_git_commit(), hostname=platform.node())
@@ -202,8 +202,6 @@ class ResultsWriter:
                 raise DuplicateRowError(f"{self.path} already holds an ok row for {shown}: refusing to write it "
                                         "twice")
             self._keys.add(key)
-        from .interrupt import deferred
-
         with deferred():  # a stop signal waits until the row is on disk
             self._writer.writerow({k: _fmt(v) for k, v in row.items()})
             self._file.flush()

@@ -6,6 +6,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ..analysis.stats import threshold_of
 from ..registry import Registry
 
 STUDIES: Registry = Registry("study")
@@ -75,8 +76,6 @@ class Hypothesis:
     differ_min: float = 0.0
 
     def __post_init__(self):
-        from ..analysis.stats import threshold_of
-
         margin, _ = threshold_of(self.test, self.margin)  # ValueError on an unknown test or a missing margin
         object.__setattr__(self, "margin", margin)
         object.__setattr__(self, "per", tuple(self.per))
