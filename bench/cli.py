@@ -9,6 +9,7 @@ import click
 
 from .report.fmt import format_table
 from .report.render import build_report
+from .results_commands import baseline_command, check_command, plot_command, results_command
 from .run.defaults import DATASET_DEFAULTS, DEFAULTS, DTYPES, PROTOCOLS
 from .spec import split_specs
 from .studies import get_study, list_studies
@@ -158,8 +159,6 @@ def run_cmd(**kw):
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV instead of a table.")
 def results_cmd(paths, results_dir, where, columns, last_run, export_timm, as_csv):
     """List and filter past result rows (all files in the results dir by default)."""
-    from .commands import results_command  # torch: see the imports above
-
     results_command(paths, results_dir, where, columns, last_run, export_timm, as_csv)
 
 
@@ -172,8 +171,6 @@ def results_cmd(paths, results_dir, where, columns, last_run, export_timm, as_cs
 @click.option("--out", default="results/plots", show_default=True, help="Output folder (PNG and SVG).")
 def plot_cmd(paths, results_dir, last_run, out):
     """Pareto plots (accuracy vs GMACs / throughput) or, without accuracy, cost plots."""
-    from .commands import plot_command  # torch: see the imports above
-
     plot_command(paths, results_dir, last_run, out)
 
 
@@ -195,8 +192,6 @@ def check_cmd(baseline, paths, results_dir, tols, metrics, allow_missing):
     matches anything); the latest matching result is compared. Accuracy tolerances are absolute points, cost
     tolerances relative; timings are not compared unless asked for with --tol or --metrics.
     """
-    from .commands import check_command  # torch: see the imports above
-
     sys.exit(check_command(baseline, paths, results_dir, tols, metrics, allow_missing))
 
 
@@ -210,8 +205,6 @@ def baseline_cmd(paths, out, metrics):
     """Make a baseline that knows its noise from result files (e.g. one run at 1 thread and one at 2): cost
     counts exact, each accuracy metric as its mean over seeds with the seeds' spread (<metric>_std) and a rerun's
     spread (<metric>_rerun_std), which `bench check` judges new results by."""
-    from .commands import baseline_command  # torch: see the imports above
-
     baseline_command(paths, out, [m.strip() for m in metrics.split(",") if m.strip()])
 
 

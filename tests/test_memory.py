@@ -312,7 +312,8 @@ def _cost_row(head, **kw):
 
 
 def test_summary_and_timm_export_show_the_train_columns(tmp_path):
-    from bench.commands import export_timm_csv, summary_text
+    from bench.commands import summary_text
+    from bench.results_commands import export_timm_csv
     from bench.run.results import read_results
 
     path = tmp_path / "r.csv"
