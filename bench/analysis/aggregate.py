@@ -106,7 +106,8 @@ def check_table(table):
     k, n = table.shape[1], table.shape[0]
     if k < 3:
         raise ValueError(f"a rank test needs at least 3 methods (columns), got {k}: {list(table.columns)}; "
-                         "compare two methods with probability_of_improvement or bench.analysis.stats.paired_difference")
+                         "compare two methods with probability_of_improvement or "
+                         "bench.analysis.stats.paired_difference")
     if n < MIN_SETTINGS_RANKED:
         raise ValueError(f"a rank test needs at least {MIN_SETTINGS_RANKED} settings (rows), got {n}")
     try:

@@ -60,7 +60,8 @@ def _check_probabilities(probs) -> np.ndarray:
     probs = _check_scores(probs, "probabilities")
     if probs.size and (probs.min() < 0 or probs.max() > 1):
         raise ValueError(f"thresholded metrics take probabilities in [0, 1]; got values in "
-                         f"[{probs.min():.4g}, {probs.max():.4g}] (logits? pass bench.analysis.metrics.sigmoid(logits))")
+                         f"[{probs.min():.4g}, {probs.max():.4g}] "
+                         "(logits? pass bench.analysis.metrics.sigmoid(logits))")
     return probs
 
 

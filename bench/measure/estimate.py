@@ -36,7 +36,8 @@ CHECKPOINT_RATE = 300e6
 # are measured at SMALL_BATCH and scaled.
 DIRECT_STEP_S = 1.5
 SMALL_BATCH = 2
-# Timing loops (bench.measure.timing defaults): warm-up rounds stop after 3 or 2 s, timed rounds after >= 5 and min_time.
+# Timing loops (bench.measure.timing defaults): warm-up rounds stop after 3 or 2 s, timed rounds after >= 5 and
+# min_time.
 WARMUP_ROUNDS, WARMUP_MAX_S, MIN_ROUNDS, MAX_ROUNDS = 3, 2.0, 5, 200
 # Where a run is long enough on a CPU to say so, with the faster ways to the same question.
 LONG_ON_CPU_S = 15 * 60

@@ -258,7 +258,8 @@ class KnownAllocationRecipe:
 
 @dataclass(frozen=True)
 class MemoryJob:
-    """One measurement: build ``recipe``, warm up at batch 2 (or 1), then measure one ``mode`` step at ``batch_size``."""
+    """One measurement: build ``recipe``, warm up at batch 2 (or 1), then measure one ``mode`` step at
+    ``batch_size``."""
 
     recipe: object  # anything with build() -> (module, sample_shape, kwargs), picklable
     mode: str
@@ -478,7 +479,8 @@ __all__ = ["HeadRecipe", "KnownAllocation", "KnownAllocationRecipe", "MemoryJob"
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
-        raise SystemExit("usage: python -m bench.measure.memory JOB.pkl RESULT.json (started by bench.measure.memory.measure_memory)")
+        raise SystemExit("usage: python -m bench.measure.memory JOB.pkl RESULT.json "
+                         "(started by bench.measure.memory.measure_memory)")
     from bench.measure.memory import _child_main as main  # the package's own classes, as the pickled job names them
 
     main(sys.argv[1], sys.argv[2])

@@ -88,11 +88,11 @@ def time_interleaved(fns: Dict[str, Callable[[], object]], *, device: Union[str,
 
     Up to ``warmup`` untimed rounds come first; they stop early, after at least one, once they have taken
     ``warmup_max_s`` of wall time (a call that slow is past its first-call costs, and more rounds would only add
-    minutes: a 448-pixel TResNet-L batch of 32 takes half a minute on a 2-core CPU). Timed rounds go on until at least ``min_iters`` rounds have run and the
-    timed rounds have taken ``min_time_s`` in all, or ``max_iters`` rounds have run. Every callable gets the same
-    ``n``. ``clock`` is a seconds counter (tests inject a fake one). ``setup[name]``, when given, is called
-    before each call of ``fns[name]`` (warm-up included), outside the timer: e.g. a training step's
-    ``zero_grad``, which timm's benchmark also leaves out.
+    minutes: a 448-pixel TResNet-L batch of 32 takes half a minute on a 2-core CPU). Timed rounds go on until at least
+    ``min_iters`` rounds have run and the timed rounds have taken ``min_time_s`` in all, or ``max_iters`` rounds
+    have run. Every callable gets the same ``n``. ``clock`` is a seconds counter (tests inject a fake one).
+    ``setup[name]``, when given, is called before each call of ``fns[name]`` (warm-up included), outside the timer:
+    e.g. a training step's ``zero_grad``, which timm's benchmark also leaves out.
     """
     if not fns:
         raise ValueError("time_interleaved needs at least one callable")

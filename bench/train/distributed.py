@@ -1,5 +1,6 @@
 """Data-parallel fine-tuning with ``torchrun``: the process group, prediction sharded over the ranks and gathered in
-dataset order, and the ``python -m bench.train.distributed`` entry point that trains, evaluates and writes one result row.
+dataset order, and the ``python -m bench.train.distributed`` entry point that trains, evaluates and writes one
+result row.
 
 ``torchrun`` starts one process per GPU and sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; ``init_distributed``
 joins them into one process group (NCCL on CUDA, gloo on CPU). ``bench.train.training.train_finetune`` then wraps the
@@ -91,8 +92,8 @@ def _accuracy(logits: np.ndarray, ds, suffix: str = "") -> dict:
 
 @dataclass(frozen=True)
 class DistributedOptions:
-    """The options of ``python -m bench.train.distributed`` as given (see its ``--help``; its click declarations hold the
-    defaults). ``img_size`` and ``epochs`` None: the dataset's (``bench.run.defaults.dataset_defaults``)."""
+    """The options of ``python -m bench.train.distributed`` as given (see its ``--help``; its click declarations hold
+    the defaults). ``img_size`` and ``epochs`` None: the dataset's (``bench.run.defaults.dataset_defaults``)."""
 
     backbone: str
     head: str

@@ -719,8 +719,9 @@ def predict(model: nn.Module, data: Union[Dataset, torch.Tensor], *, batch_size:
             progress: bool = False, return_targets: bool = False):
     """Logits (S, N) as float32 numpy of ``model`` in eval mode, over a dataset of (image, target) pairs or a
     tensor of cached features (then ``model`` is a head). The ``eval`` protocol: build the model with a
-    checkpoint (``bench.backbones.model.build_model(..., checkpoint=path)``) and call this. ``class_embeddings`` are passed
-    to a word-query head (all classes, seen and unseen, for zero-shot evaluation). ``amp`` applies on CUDA only.
+    checkpoint (``bench.backbones.model.build_model(..., checkpoint=path)``) and call this. ``class_embeddings`` are
+    passed to a word-query head (all classes, seen and unseen, for zero-shot evaluation). ``amp`` applies on CUDA
+    only.
 
     ``return_targets=True`` (datasets only) also returns the targets as they came with the images: a dataset
     that skips an undecodable image serves the next one with its own target, so the batch stream, not
