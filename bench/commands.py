@@ -21,7 +21,8 @@ from .heads import create_head
 from .measure.estimate import AFTER_CELLS_S, PLOTS_S, cell_key, duration, estimate_cells, estimate_seconds, faster_ways
 from .report.fmt import format_table
 from .report.plots import plot_results
-from .report.tables import fmt_interval, fmt_pm, summarize
+from .report.fmt import fmt_interval, fmt_pm
+from .report.tables import summarize
 from .run.config import DEFAULTS, RunConfig, RunOptions, resolve_config
 from .run.executors import RayExecutor, run_many
 from .run.interrupt import Interrupted, handle_signals, resume_hint, with_resume

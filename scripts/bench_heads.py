@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from bench.heads import create_head
 from bench.heads._base import batch_of_one, to_tokens
+from bench.run.results import cpu_name
 
 C, H, W = 2048, 14, 14
 MATMUL_N = 2048
@@ -57,16 +58,6 @@ def forward_with_loop_fc(head, x: torch.Tensor) -> torch.Tensor:
     mem = F.relu(head.input_proj(to_tokens(x)))  # (B, L, D)
     h = head.decoder(batch_of_one(head.queries), mem)  # (B, K, D)
     return group_fc_loop(h, head.pool_weight)[:, : head.num_classes] + head.pool_bias  # (B, N)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def make_cases(batches: List[int], matmul_n: int = MATMUL_N) -> List[Case]:

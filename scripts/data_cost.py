@@ -6,7 +6,6 @@ backbone's time the data would take even if nothing else cost anything.
     python scripts/data_cost.py            # writes reports/perf/data_cost.md
 """
 import os
-import platform
 import statistics
 import sys
 import time
@@ -15,6 +14,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from bench.datasets import create_dataset, emoji, scenes  # noqa: E402
 from bench.measure.alloc import keep_freed_memory  # noqa: E402
+from bench.run.results import cpu_name  # noqa: E402
 
 N, ROUNDS = 300, 3
 SPECS = ["scenes", "emoji", "fashion-mnist"]
@@ -40,12 +40,7 @@ def main() -> None:
         g = [per_image_ms(ds.__getitem__, (ROUNDS + r) * N) for r in range(ROUNDS)]
         rows.append((name, statistics.median(d) if d else None, statistics.median(g)))
         print(rows[-1], flush=True)
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     lines = ["# What making one image costs", "",
              f"`python scripts/data_cost.py` on {cpu}, {time.strftime('%Y-%m-%d')}: ms an image (one core), 128 px, "
              f"bicubic, the median of {ROUNDS} rounds of {N} images.", "",

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 
@@ -34,6 +33,7 @@ from bench.train.features import extract_features  # noqa: E402
 from bench.backbones.model import create_backbone  # noqa: E402
 from bench.backbones.pretrained import data_config_of  # noqa: E402
 from bench.measure.timing import time_callable  # noqa: E402
+from bench.run.results import cpu_name  # noqa: E402
 
 SETTINGS = [  # (backbone, dataset spec, img_size, images)
     ("tf_efficientnet_lite0", "scenes", 128, 1024),
@@ -107,12 +107,7 @@ def main() -> None:
         rows.append(r)
         print(f"{bb} {r['dataset']} {size}px: backbone {r['model_img_s']:.1f} img/s, extraction "
               f"{r['extract_img_s']:.1f} img/s, ratio {r['ratio']:.2f}", flush=True)
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     lines = ["# Feature extraction against the backbone's own inference", "",
              f"`python scripts/feature_cost.py` on {cpu}, {args.threads} threads, torch {torch.__version__}, batch "
              f"{args.batch}, fp32, channels-last, {time.strftime('%Y-%m-%d')}. Backbone: images / wall seconds over "

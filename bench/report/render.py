@@ -255,7 +255,7 @@ def build_sections(ctx: Context) -> List[Section]:
             continue
         sec = Section(name)
         if df is not None and study.section is not None:
-            sec.text, sec.plots = study.section(df, ctx.out_dir, ctx.make_plots)
+            sec.text, sec.plots = study.section(df, ctx)
             sec.text += "\n\n" + _time_text(df)
         elif df is not None:  # no section of its own: the generic table and verdicts
             c = Claim(0, study.statement, [])

@@ -7,7 +7,6 @@ import numpy as np
 
 from ..analysis.rows import metric_of, unique_rows
 from ..analysis.stats import CONTRADICTED, SUPPORTED, decide, paired_difference
-from .fmt import fmt_interval, fmt_pm, md_table  # noqa: F401  (the one formatter; re-exported)
 
 ACC_METRICS = ("map", "top1", "zsl_map", "gzsl_map", "cf1", "of1")
 

@@ -118,7 +118,8 @@ def _git_commit() -> str:
     return ""
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what the platform module says."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -138,7 +139,7 @@ def environment(device: str = "cpu") -> Dict[str, object]:
     import torch
     if not _ENV_CACHE:
         _ENV_CACHE.update(torch_version=torch.__version__, timm_version=timm.__version__, bench_version=__version__,
-                          cpu=_cpu_name(), git_commit=_git_commit(), hostname=platform.node())
+                          cpu=cpu_name(), git_commit=_git_commit(), hostname=platform.node())
     env = dict(_ENV_CACHE)
     env["gpu"] = torch.cuda.get_device_name() if device.startswith("cuda") and torch.cuda.is_available() else ""
     env["threads"] = torch.get_num_threads()

@@ -116,8 +116,8 @@ class Study:
         claim_section: what the study adds to its claim's section after its accuracy table and verdicts,
             ``claim_section(rows, ctx) -> (markdown, [plot file names])``; called when it has rows.
         section: the section of a study that tests no claim of the paper (``claim`` None), rendered as its own
-            part of the report: ``section(rows, out_dir, make_plots) -> (markdown, [plot file names])``, written
-            into ``out_dir``; None: the report's generic table and verdicts.
+            part of the report: ``section(rows, ctx) -> (markdown, [plot file names])``, plots written into
+            ``ctx.out_dir``; None: the report's generic table and verdicts.
     """
 
     name: str

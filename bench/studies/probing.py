@@ -20,6 +20,7 @@ from ..analysis import aggregate as agg
 from ..analysis.rows import accuracy_rows, cost_rows, num as _num
 from ..analysis.stats import by_seed, evaluate, select, t_critical
 from ..report.fmt import fmt_interval, format_count, md_table
+from ..report.kit import Context
 from ..report.plots import plot_accuracy_vs_cost
 from ._base import SETTING, SMALL, Hypothesis, Study, register_study
 
@@ -223,14 +224,14 @@ def _aggregates(acc, heads: List[str], gmacs: Dict[str, float], out_dir: str,
     return text, plots
 
 
-def section(df, out_dir: str, make_plots: bool = True) -> Tuple[str, List[str]]:
+def section(df, ctx: Context) -> Tuple[str, List[str]]:
     """The study's report section: leaderboard, per-setting intervals, aggregates, rank plot, Pareto plot."""
     acc = accuracy_rows(df)
     heads = [h for h in HEADS + [KNN_HEAD] if len(select(acc, {"head": h}))]
     parts, gmacs = _leaderboard(acc, cost_rows(df), heads)
     parts.append(_per_setting(df, heads))
     parts.append(_unfit(acc, heads))
-    text, plots = _aggregates(acc, heads, gmacs, out_dir, make_plots)
+    text, plots = _aggregates(acc, heads, gmacs, ctx.out_dir, ctx.make_plots)
     return "\n\n".join(p for p in parts + [text] if p), plots
 
 
