@@ -281,11 +281,11 @@ _register_study_commands()
               "results/ (copies of the study files used).")
 @click.option("--paper", default="results/paper", show_default=True, help="Folder of the paper's figures (CSV).")
 def report_cmd(results_dir, out, paper):
-    """The paper's claims 1-7 with the paper's figure, this suite's figure and a verdict, from result files
-    alone (runs no model)."""
+    """The paper's claims 1-7 with the paper's figure, this suite's figures and a verdict per rung (and one for
+    the rules), from result files alone (runs no model)."""
     res = build_report(results_dir, out, paper)
-    for number, word in res["verdicts"].items():
-        click.echo(f"claim {number}: {word}")
+    for number, words in res["verdicts"].items():  # the rules' word and one per rung, never one across rungs
+        click.echo(f"claim {number}: " + "; ".join(f"{k} {w}" for k, w in words.items()))
     click.echo(f"wrote {res['readme']} ({len(res['plots'])} plots; {len(res['copied'])} study files copied to "
                f"{os.path.join(out, 'results')})")
 

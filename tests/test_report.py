@@ -251,10 +251,19 @@ def test_report_matches_golden(fixture_dirs):
 
 def test_fixture_verdicts_and_files(fixture_dirs):
     res = rp.build_report("runs", "report", "paper")
-    # 2: K=1 contradicted; 3: accuracy not testable; 6: noise 0.3 and random queries inconclusive, noise 1.0
-    # contradicted; 7: the ViT setting is uninformative
-    assert res["verdicts"] == {1: rp.REPRODUCED, 2: rp.PARTLY, 3: rp.PARTLY, 4: rp.REPRODUCED, 5: rp.REPRODUCED,
-                               6: rp.PARTLY, 7: rp.PARTLY}
+    # a word for the rules and one per rung, none across them. 2: K=1 contradicted; 3: accuracy not testable
+    # (a rule: COCO), pooling not run; 4: the cost rule of the pretrained rung's study not run yet; 6: noise 0.3 and
+    # random queries inconclusive, noise 1.0 contradicted; 7: the ViT setting is uninformative
+    first = {n: {k: w for k, w in words.items() if k in ("rules", "scratch")} for n, words in res["verdicts"].items()}
+    assert first == {1: dict(rules=rp.REPRODUCED, scratch=rp.REPRODUCED),
+                     2: dict(rules=rp.REPRODUCED, scratch=rp.PARTLY),
+                     3: dict(rules=rp.PARTLY, scratch=rp.NOT_RUN),
+                     4: dict(rules=rp.PARTLY, scratch=rp.REPRODUCED),
+                     5: dict(scratch=rp.REPRODUCED), 6: dict(scratch=rp.PARTLY),
+                     7: dict(rules=rp.REPRODUCED, scratch=rp.PARTLY)}
+    # the fixture has rows on the first rung only: every other rung a claim has is not run yet
+    others = {w for words in res["verdicts"].values() for k, w in words.items() if k not in ("rules", "scratch")}
+    assert others <= {rp.NOT_RUN}
     # one PNG per plot, non-empty, referenced from the README
     text = open(res["readme"]).read()
     assert len(res["plots"]) >= 7
@@ -292,7 +301,7 @@ def test_every_number_comes_from_rows(fixture_dirs):
     text = open(res["readme"]).read()
     assert "tresnet_m 23.44 -> 24.35" in text
     assert "tresnet_m gap 23.44 vs 23.0 (outside" in text
-    assert res["verdicts"][3] == rp.NOT_REPRODUCED  # cost off the paper's figure; accuracy not testable
+    assert res["verdicts"][3]["rules"] == rp.NOT_REPRODUCED  # cost off the paper's figure; accuracy not testable
     _write(os.path.join("runs", "study-compute.csv"), [r for r in compute_rows() if r["backbone"] != "tresnet_m"]
            + [r for r in rows if r["backbone"] == "tresnet_m"])
     res = rp.build_report("runs", "report", "paper")
@@ -306,11 +315,11 @@ def test_missing_study_says_not_run_yet(fixture_dirs):
     os.remove(os.path.join("runs", "study-classes.csv"))
     res = rp.build_report("runs", "report", "paper")
     text = open(res["readme"]).read()
-    assert res["verdicts"][6] == rp.NOT_RUN
+    assert res["verdicts"][6]["scratch"] == rp.NOT_RUN
     assert "**Not run yet:** `bench study zsl`" in text
     assert "bench study zsl    # not run yet" in text
     # claim 2 keeps what the groups study shows and names the missing study
-    assert res["verdicts"][2] == rp.PARTLY
+    assert res["verdicts"][2]["rules"] == rp.PARTLY and res["verdicts"][2]["scratch"] == rp.PARTLY
     assert "cost against N: **not run yet**: `bench study classes`" in text
     assert not os.path.exists(os.path.join("report", "results", "study-zsl.csv"))
 
@@ -318,7 +327,7 @@ def test_missing_study_says_not_run_yet(fixture_dirs):
 def test_empty_results_dir_renders_every_claim_not_run(tmp_path):
     os.makedirs(tmp_path / "runs")
     res = rp.build_report(str(tmp_path / "runs"), str(tmp_path / "out"), str(tmp_path / "no-paper"))
-    assert set(res["verdicts"].values()) == {rp.NOT_RUN}
+    assert {w for words in res["verdicts"].values() for w in words.values()} == {rp.NOT_RUN}
     text = open(res["readme"]).read()
     for n in range(1, 8):
         assert f"## Claim {n}:" in text
@@ -329,7 +338,7 @@ def test_one_seed_is_not_decided(fixture_dirs):
     _write(os.path.join("runs", "study-queries.csv"), rows)
     res = rp.build_report("runs", "report", "paper")
     text = open(res["readme"]).read()
-    assert res["verdicts"][5] == rp.INCONCLUSIVE
+    assert res["verdicts"][5]["scratch"] == rp.INCONCLUSIVE
     assert "fixed vs learnable queries (test_resnet, scenes, 96 px): **inconclusive**" in text
     assert "over n=1 shared seed(s): no interval" in text and "fewer than two shared seeds decide nothing" in text
 
@@ -340,7 +349,9 @@ def test_every_accuracy_verdict_shows_its_interval_margin_n_and_outcome(fixture_
     res = rp.build_report("runs", "report", "paper")
     text = open(res["readme"]).read()
     statements = {h.statement for name in STUDY_ROWS for h in get_study(name).hypotheses}
-    lines = [line for line in text.splitlines() if line.startswith("- ") and any(s in line for s in statements)]
+    # the lines of the fixture's studies (a sibling study on another rung may share a statement: it is not run yet)
+    lines = [line for line in text.splitlines() if line.startswith("- ") and any(s in line for s in statements)
+             and f"**{rp.NOT_RUN}**" not in line]
     assert len(lines) == sum(len(get_study(n).hypotheses) for n in STUDY_ROWS) + 2  # drop-in: 3 map settings
     for line in lines:
         assert "95% interval [" in line and "margin " in line and "n=5" in line
@@ -360,15 +371,15 @@ def test_old_rows_without_chance_or_query_shift_are_never_reproduced(fixture_dir
         _write(os.path.join("runs", f"study-{name}.csv"), [r for r in rows if r.get("seed", 0) in (0, 1, 2, "")])
     res = rp.build_report("runs", "report", "paper")
     text = open(res["readme"]).read()
-    assert res["verdicts"][5] == rp.NOT_TESTABLE  # its only part: uninformative
+    assert res["verdicts"][5]["scratch"] == rp.NOT_TESTABLE  # its only part: uninformative
     assert "no query_shift recorded" in text and "no chance level recorded" in text
     from bench.studies import get_study
 
     statements = {h.statement for name in STUDY_ROWS for h in get_study(name).hypotheses  # recorded chance
                   if h.above_chance is not None and h.chance is None and h.chance_value is None}
     for line in text.splitlines():
-        if line.startswith("- ") and any(s in line for s in statements):
-            assert "**uninformative**" in line, line
+        if line.startswith("- ") and any(s in line for s in statements) and f"**{rp.NOT_RUN}**" not in line:
+            assert "**uninformative**" in line, line  # (a sibling study on another rung is not run yet)
 
 
 def test_a_new_study_appears_with_no_report_code(fixture_dirs, monkeypatch):
@@ -386,7 +397,7 @@ def test_a_new_study_appears_with_no_report_code(fixture_dirs, monkeypatch):
     _write(os.path.join("runs", "study-pool-test.csv"), rows)
     res = rp.build_report("runs", "report", "paper")
     text = open(res["readme"]).read()
-    assert res["verdicts"][42] == rp.REPRODUCED
+    assert res["verdicts"][42] == {"scratch": rp.REPRODUCED}
     assert "## Claim 42: Class-specific attention beats average pooling." in text
     assert "- CSRA vs GAP: **reproduced**: CSRA has a higher mAP than GAP." in text
     assert "margin 0.5 (better: the interval must lie above +0.5), n=5" in text
@@ -439,15 +450,17 @@ def test_a_study_registered_from_one_file_renders_its_own_report_code(fixture_di
     _write(os.path.join("runs", "study-tiny-claim.csv"), rows)
     res = rp.build_report("runs", "report", "paper")
     text = open(res["readme"]).read()
-    assert res["verdicts"][42] == rp.REPRODUCED
-    assert "| [42](#claim-42) | A tiny head is cheap and good. | the tiny paper's figure | max head GMACs 0.010; " \
-           "CSRA vs GAP: +3.0 [" in text
+    assert res["verdicts"][42] == {"rules": rp.REPRODUCED, "scratch": rp.REPRODUCED}
+    assert "| [42](#claim-42) | A tiny head is cheap and good. | the tiny paper's figure | **reproduced**: max head " \
+           "GMACs 0.010 | **reproduced**: CSRA vs GAP: +3.0 [" in text
     claim = text[text.index("## Claim 42: A tiny head is cheap and good."):]
     assert "**The paper** (`bench study tiny-claim`): the tiny paper" in claim
-    # its share of the claim, then the accuracy table every study gets, then its own section, then the parts
+    # its share of the claim, then the accuracy table every study gets, then its own section, then the rung's
+    # verdict and parts, then the rules' (its code's part)
     order = ["Tiny cost table:", "| max head GMACs |", "`tiny-claim`: **Accuracy**", "### Tiny section\n\n10 rows.",
-             "**Verdict: reproduced.**", "- tiny cost: **reproduced**: max head GMACs 0.010 *Rule:* below max_gmacs.",
-             "- CSRA vs GAP: **reproduced**: CSRA has a higher mAP than GAP."]
+             "**Verdict, from scratch, synthetic images: reproduced.**",
+             "- CSRA vs GAP: **reproduced**: CSRA has a higher mAP than GAP.", "**Rules: reproduced.**",
+             "- tiny cost: **reproduced**: max head GMACs 0.010 *Rule:* below max_gmacs."]
     at = [claim.index(s) for s in order]
     assert at == sorted(at)
     assert "study_tiny-claim.png" not in text  # a claim with code of its own draws its own plots
@@ -553,7 +566,7 @@ def test_cli_report(fixture_dirs, capsys):
         code = e.code
     out = capsys.readouterr().out
     assert code == 0
-    assert "claim 1: reproduced" in out and "wrote cli-report/README.md" in out
+    assert "claim 1: rules reproduced; scratch reproduced" in out and "wrote cli-report/README.md" in out
     assert os.path.exists(os.path.join("cli-report", "claim3_compute.png"))
 
 
@@ -572,7 +585,7 @@ def test_drop_in_without_a_transformer_or_with_failed_rows_is_partly(fixture_dir
     _write(os.path.join("runs", "study-drop-in.csv"), rows)
     res = rp.build_report("runs", "report", "paper")
     text = open(res["readme"]).read()
-    assert res["verdicts"][7] == rp.PARTLY
+    assert res["verdicts"][7]["rules"] == rp.PARTLY
     assert "coverage: runs unchanged everywhere: **partly reproduced**" in text
     assert "not covered: transformer" in text and "1 ML-Decoder row(s) failed" in text
     assert "1 row(s) failed (first error: RuntimeError: shapes)" in text
@@ -598,7 +611,7 @@ def test_backbone_vs_head_tie_at_lower_cost_is_partly(fixture_dirs):
     _write(os.path.join("runs", "study-backbone-vs-head.csv"), rows)
     res = rp.build_report("runs", "report", "paper")
     text = open(res["readme"]).read()
-    assert res["verdicts"][4] == rp.PARTLY  # cheaper, as good (supported), not shown better (inconclusive)
+    assert res["verdicts"][4]["scratch"] == rp.PARTLY  # cheaper, as good (supported), not shown better (inconclusive)
     assert "smaller + ML-Decoder beats larger + GAP (scenes, 64 px): **inconclusive**" in text
     assert "smaller + ML-Decoder as good as larger + GAP (scenes, 64 px): **reproduced**" in text
 

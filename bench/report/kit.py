@@ -34,13 +34,16 @@ INSUFFICIENT = "insufficient data"  # a part's word only: rows exist but cannot 
 # A hypothesis' outcome (bench.analysis.stats) as a part's word.
 OUTCOME_WORDS = {st.SUPPORTED: REPRODUCED, st.CONTRADICTED: NOT_REPRODUCED, st.INCONCLUSIVE: INCONCLUSIVE,
                  st.UNINFORMATIVE: UNINFORMATIVE, st.NOT_RUN: NOT_RUN}
-COMBINE_RULE = ("A claim's verdict combines its parts (each cost rule; each hypothesis in each setting): "
+COMBINE_RULE = ("A claim gets one word per rung and one for its rules, and no word combines rungs: each rung's word "
+                "combines that rung's hypothesis parts (each hypothesis in each setting) only, the rules' word the "
+                "cost and coverage parts (measured on the paper's models, or about what runs). Each word is "
                 "*reproduced* when every part is; *not reproduced* when at least one part is and none is "
                 "reproduced; *partly reproduced* when some parts are reproduced and others are not, are "
                 "inconclusive, uninformative or cannot be tested here; *inconclusive* when no part is decided "
                 "either way and at least one is inconclusive (more seeds would decide it); otherwise *not run "
                 "yet* (a study is missing) or *not testable here* (every part uninformative or needing data this "
-                "machine lacks).")
+                "machine lacks). A claim reproduced on one rung and not on another says so in the summary's last "
+                "column.")
 
 DEFAULT_GROUPS = 100  # ML-Decoder's K = min(groups, N) when `groups` is not given
 
@@ -61,18 +64,30 @@ class Stat:
 
 @dataclass
 class Part:
-    """One testable part of a claim: its verdict word, why (numbers from rows) and the rule applied."""
+    """One testable part of a claim: its verdict word, why (numbers from rows) and the rule applied.
+
+    ``rung`` is the rung of evidence (``bench.studies.RUNGS``) of a hypothesis part (the renderer sets it); None
+    for a rule part (a cost or coverage rule a study's ``claim_code`` decides on the paper's models or on what
+    runs), which belongs to no accuracy rung. A ``claim_code`` whose part stands on one rung's models only (a
+    rung's own speed-accuracy trade-off) names that rung, so that it counts there and not among the rules.
+    """
 
     name: str
     verdict: str
     why: str
     rule: str = ""
+    rung: Optional[str] = None
 
 
 @dataclass
 class Claim:
-    """One claim's section: the studies testing it, the paper's and this suite's figures, markdown blocks, plots
-    and the parts whose words make its verdict."""
+    """One claim's section: the studies testing it, the paper's figure, markdown blocks, plots and the parts whose
+    words make its verdicts, one per rung and one for the rules (never one across rungs).
+
+    ``suite_figure`` is the rules' figure (a study's ``claim_code`` sets it). The renderer fills the rest:
+    ``rule_studies`` names the studies whose code added rule parts, ``rung_studies`` the studies on each rung and
+    ``rung_figures`` each rung's figure (the intervals of its verdicts).
+    """
 
     number: int
     statement: str
@@ -82,10 +97,30 @@ class Claim:
     parts: List[Part] = field(default_factory=list)
     body: List[str] = field(default_factory=list)  # markdown blocks
     plots: List[str] = field(default_factory=list)  # PNG file names in the out dir
+    rule_studies: List[str] = field(default_factory=list)
+    rung_studies: Dict[str, List[str]] = field(default_factory=dict)  # rung -> studies, in ``RUNGS`` order
+    rung_figures: Dict[str, str] = field(default_factory=dict)  # rung -> its verdicts' intervals
 
     @property
-    def verdict(self) -> str:
-        return combine(self.parts)
+    def rule_parts(self) -> List[Part]:
+        return [p for p in self.parts if p.rung is None]
+
+    @property
+    def rules_verdict(self) -> Optional[str]:
+        """The word of the cost and coverage parts; None when the claim has none."""
+        parts = self.rule_parts
+        return combine(parts) if parts else None
+
+    @property
+    def rung_verdicts(self) -> Dict[str, str]:
+        """rung -> the word of that rung's hypothesis parts alone, for each rung a study of the claim stands on."""
+        return {rung: combine([p for p in self.parts if p.rung == rung]) for rung in self.rung_studies}
+
+    @property
+    def verdicts(self) -> Dict[str, str]:
+        """The claim's words: "rules" (when it has rule parts), then one per rung; nothing combines them."""
+        rules = self.rules_verdict
+        return {**({"rules": rules} if rules is not None else {}), **self.rung_verdicts}
 
 
 @dataclass
@@ -99,7 +134,8 @@ class Context:
 
 
 def combine(parts: Sequence[Part]) -> str:
-    """A claim's word from its parts' words (``COMBINE_RULE`` says it in words, in the report).
+    """One word of a claim (a rung's, or its rules') from its parts' words (``COMBINE_RULE`` says it in words, in
+    the report). The caller picks the parts: never those of several rungs together.
 
     reproduced: every part reproduced. not reproduced: some part not reproduced and none reproduced. partly
     reproduced: some part reproduced and another not (not reproduced, inconclusive, uninformative, not testable,
@@ -257,8 +293,9 @@ def code(s) -> str:
     return f"`{s}`"
 
 
-def proxy_line(rows) -> str:
-    """What the accuracy rows are: dataset, backbone, protocol, epochs, size, seeds (read from the rows)."""
+def proxy_line(rows, label: str) -> str:
+    """What the accuracy rows are: ``label`` (their rung), dataset, backbone, protocol, epochs, size, seeds (read
+    from the rows)."""
     if not len(rows):
         return ""
     seeds = sorted({int(s) for s in num(rows, "seed").dropna()})
@@ -266,7 +303,7 @@ def proxy_line(rows) -> str:
     for (ds, bb, proto, ep, size), _ in rows.groupby(["dataset", "backbone", "protocol", "epochs", "img_size"],
                                                      sort=False):
         parts.append(f"{code(ds)}, {code(bb)} ({proto}, {int(float(ep))} epochs, {int(float(size))} px)")
-    return ("Accuracy rows (CPU-scale proxy): " + "; ".join(parts) + f"; seeds {', '.join(map(str, seeds))}; "
+    return (f"Accuracy rows ({label}): " + "; ".join(parts) + f"; seeds {', '.join(map(str, seeds))}; "
             "mean ± std over seeds of the last epoch.")
 
 

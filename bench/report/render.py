@@ -13,8 +13,11 @@ paper's claims. What every study gets with no code is here: its accuracy table, 
 verdict of its hypotheses (``bench.studies.Hypothesis``, decided by ``bench.analysis.stats.evaluate``, never here).
 
 Verdict words: "reproduced", "partly reproduced", "not reproduced", "inconclusive", "not testable here", "not run
-yet". A claim has parts (a cost rule, each hypothesis in each setting); each part gets a word, and the claim's word
-combines them (``bench.report.kit.combine``).
+yet". A claim has parts (a cost rule, each hypothesis in each setting); each part gets a word. A claim's accuracy
+studies stand on rungs of evidence (``bench.studies.RUNGS``: from scratch on synthetic data, pretrained and frozen on
+real images, fine-tuned): each rung's word combines that rung's hypothesis parts, the rules' word the parts its
+studies' ``claim_code`` decides (``bench.report.kit.combine``), and no word combines rungs: the report shows them
+side by side.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from ..analysis import stats as st
 from ..analysis.rows import status_is, unique_rows
 from ..analysis.stats import accuracy_rows
 from ..run.results import COLUMNS, read_results
-from ..studies import get_study, list_studies
+from ..studies import RUNGS, get_study, list_studies
 from .fmt import md_table
 from .kit import (COMBINE_RULE, INCONCLUSIVE,  # noqa: F401  (the verdict words re-exported: the report's vocabulary)
                   INSUFFICIENT, NOT_REPRODUCED, NOT_RUN, NOT_TESTABLE, OUTCOME_WORDS, PARTLY, REPRODUCED, UNINFORMATIVE,
@@ -88,12 +91,12 @@ def verdict_text(v: "st.Verdict") -> str:
     return text + "."
 
 
-def hypothesis_parts(verdicts: Sequence["st.Verdict"]) -> List[Part]:
-    """One claim part per verdict: its word (``OUTCOME_WORDS``) and ``verdict_text``."""
+def hypothesis_parts(verdicts: Sequence["st.Verdict"], rung: str) -> List[Part]:
+    """One claim part per verdict, on ``rung``: its word (``OUTCOME_WORDS``) and ``verdict_text``."""
     parts = []
     for v in verdicts:
         name = v.hypothesis.name + (f" ({_setting_text(v.setting)})" if v.setting else "")
-        parts.append(Part(name, OUTCOME_WORDS[v.outcome], verdict_text(v)))
+        parts.append(Part(name, OUTCOME_WORDS[v.outcome], verdict_text(v), rung=rung))
     return parts
 
 
@@ -148,8 +151,8 @@ def accuracy_table(study, df) -> str:
         rows.append(r)
     headers = (["backbone", "dataset", "px", "epochs", "head"] + [f"{m} (%)" for m in metrics] + ["n"]
                + [f"{m} chance" for m in chance] + (["query shift"] if shift else []) + ["train s / cell"])
-    return ("**Accuracy** (CPU-scale proxy; mean ± std over seeds, last epoch; chance: a constant predictor on the "
-            "evaluation split; query shift: ||q - q0|| / ||q0|| after training).\n\n" + md_table(headers, rows))
+    return (f"**Accuracy** ({RUNGS[study.rung]}; mean ± std over seeds, last epoch; chance: a constant predictor on "
+            "the evaluation split; query shift: ||q - q0|| / ||q0|| after training).\n\n" + md_table(headers, rows))
 
 
 def training_time(df) -> Tuple[float, int]:
@@ -180,60 +183,79 @@ def _study_plot(ctx: Context, study, df) -> Optional[str]:
             labels.append(f"{bb} {fmt_num(size, 0)}px\n{short_label(head)}")
             stats.append(stat(g[metrics[0]]))
     return bars(ctx.out_dir, f"study_{study.name}.png", labels, stats, f"{metrics[0]} (%), mean ± std",
-                 f"{study.name} (CPU proxy)")
+                 f"{study.name} ({RUNGS[study.rung]})")
 
 
-def add_study(c: Claim, study, df, ctx: Context, plot: bool = False) -> List["st.Verdict"]:
-    """Append a study's generic section to its claim: accuracy table, training time, one part per verdict."""
+def add_study(c: Claim, study, df, ctx: Context, plot: bool = False,
+              show_rung: bool = False) -> List["st.Verdict"]:
+    """Append a study's generic section to its claim: accuracy table, training time, one part per verdict (on the
+    study's rung). Its blocks start with the study's name, and with its rung's label when ``show_rung`` (a claim
+    on several rungs)."""
     verdicts = st.evaluate(study, df)
     if study.name not in c.studies:
         c.studies.append(study.name)
     if df is not None:
+        tag = (f"*{RUNGS[study.rung]}*, " if show_rung else "") + f"`{study.name}`: "
         table = accuracy_table(study, df)
         if table:
             acc = accuracy_rows(df)
-            c.body.append(f"`{study.name}`: " + table + "\n\n" + proxy_line(acc))
-        c.body.append(f"`{study.name}`: " + _time_text(df))
+            c.body.append(tag + table + "\n\n" + proxy_line(acc, RUNGS[study.rung]))
+        c.body.append(tag + _time_text(df))
         if plot and ctx.make_plots:
             name = _study_plot(ctx, study, df)
             if name:
                 c.plots.append(name)
-    c.parts += hypothesis_parts(verdicts)
+    c.parts += hypothesis_parts(verdicts, study.rung)
     return verdicts
 
 
 # ------------------------------------------------------------------------------------------ claims and parts
 
 def build_claims(ctx: Context) -> List[Claim]:
-    """Every claim of the registered studies, in the order of its number (``Study.claim``)."""
+    """Every claim of the registered studies, in the order of its number (``Study.claim``); a claim's studies in
+    the order of their rungs (``RUNGS``), then of their names."""
     by_claim: Dict[int, list] = {}
     for name in ctx.studies:
         study = get_study(name)
         if study.claim is not None:  # a study beyond the paper's claims has its own part
             by_claim.setdefault(study.claim, []).append(study)
-    return [build_claim(number, by_claim[number], ctx) for number in sorted(by_claim)]
+    order = list(RUNGS)
+    return [build_claim(number, sorted(by_claim[number], key=lambda s: (order.index(s.rung), s.name)), ctx)
+            for number in sorted(by_claim)]
 
 
 def build_claim(number: int, studies: Sequence, ctx: Context) -> Claim:
-    """One claim from its studies (in name order; the first gives the statement): each study's ``claim_code``,
-    then for each study its accuracy table, training time and verdicts (``add_study``) and its ``claim_section``;
-    the summary's figure gains the verdicts' intervals."""
+    """One claim from its studies (in rung, then name order; the first gives the statement): each study's
+    ``claim_code`` (its parts are rules unless it puts them on a rung), then for each study its accuracy table,
+    training time and verdicts (``add_study``: parts on the study's rung) and its ``claim_section``. A rung is the
+    claim's when a study with hypotheses (or a part) stands on it; each rung's figure is the intervals of its own
+    verdicts, never mixed with another rung's."""
     c = Claim(number, studies[0].statement, [])
+    on_rung = {rung: [s.name for s in studies if s.rung == rung and s.hypotheses] for rung in RUNGS}
     for study in studies:
         if study.claim_code is not None:
+            before = len(c.parts)
             study.claim_code(c, ctx.studies.get(study.name), ctx)
+            for p in c.parts[before:]:  # a rule part names the study in the rules' row; a part on a rung, there
+                if p.rung is None and study.name not in c.rule_studies:
+                    c.rule_studies.append(study.name)
+                elif p.rung is not None and study.name not in on_rung[p.rung]:
+                    on_rung[p.rung].append(study.name)
+    c.rung_studies = {rung: names for rung, names in on_rung.items() if names}
     plot = all(study.claim_code is None for study in studies)  # a claim with no code: a bar plot per study
-    verdicts = []
+    by_rung: Dict[str, list] = {rung: [] for rung in c.rung_studies}
     for study in studies:
         rows = ctx.studies.get(study.name)
-        verdicts += add_study(c, study, rows, ctx, plot=plot)
+        verdicts = add_study(c, study, rows, ctx, plot=plot, show_rung=len(c.rung_studies) > 1)
+        if verdicts:
+            by_rung[study.rung] += verdicts
         if study.claim_section is not None and rows is not None:
             text, plots = study.claim_section(rows, ctx)
             c.body.append(text.strip())
             c.plots += plots
-    acc_figure = verdict_summary(verdicts)
-    if acc_figure:
-        c.suite_figure = acc_figure if c.suite_figure in ("", "—") else f"{c.suite_figure}; {acc_figure}"
+    # a rung not run yet has no figure (its word says so), rather than "not run" once per hypothesis
+    c.rung_figures = {rung: (verdict_summary(vs) if any(v.outcome != st.NOT_RUN for v in vs) else "") or "—"
+                      for rung, vs in by_rung.items()}
     return c
 
 
@@ -301,15 +323,17 @@ def _environment(studies: Dict[str, object]) -> str:
     fields = ("cpu", "gpu", "threads", "torch_version", "timm_version", "bench_version", "git_commit")
     seen = {f: [] for f in fields}
     for name, df in studies.items():
+        study = get_study(name)
+        rung = study.rung if study.hypotheses else "—"  # a study without hypotheses stands on no rung
         if df is None:
-            rows.append([name, "—", "—", "—", "—", "—"])
+            rows.append([name, rung, "—", "—", "—", "—", "—"])
             continue
         ok, bad = len(ok_rows(df)), len(failed_rows(df))
         ts = sorted(str(t)[:10] for t in df["timestamp"].dropna().astype(str) if t and t != "nan")
         dates = (ts[0] if ts[0] == ts[-1] else f"{ts[0]} to {ts[-1]}") if ts else "—"
         commits = ", ".join(sorted({str(v) for v in df["git_commit"].dropna().astype(str)})) or "—"
         secs, cells = training_time(df)
-        rows.append([name, ok, bad, dates, commits, f"{secs:.0f}" if cells else "— (cost only)"])
+        rows.append([name, rung, ok, bad, dates, commits, f"{secs:.0f}" if cells else "— (cost only)"])
         for f in fields:
             for v in df[f].dropna():
                 s = str(int(v)) if f == "threads" and isinstance(v, (int, float)) else str(v)
@@ -325,7 +349,7 @@ def _environment(studies: Dict[str, object]) -> str:
             "benchmark: how long the whole set takes on a machine is what `python scripts/studies_time.py` "
             "estimates there (and measures with `--run DIR`; reports/perf/studies_time.md).\n\n"
             + "\n".join(env) + "\n\n"
-            + md_table(["study", "rows ok", "rows failed", "dates", "commit", "training s"], rows))
+            + md_table(["study", "rung", "rows ok", "rows failed", "dates", "commit", "training s"], rows))
 
 
 def render_sections(sections: Sequence[Section], studies: Dict[str, object]) -> List[str]:
@@ -350,12 +374,14 @@ def _intro(studies: Dict[str, object], commands: Dict[str, str]) -> List[str]:
     """The report's opening: what it is, the commands that made it, the environment, how verdicts are made."""
     out = ["# ML-Decoder's claims, tested by headbench", "",
            "Each claim of *ML-Decoder: Scalable and Versatile Classification Head* (Ridnik et al., WACV 2023) "
-           "with the paper's figure, this suite's figure, the rows behind it and a verdict computed by the rule "
-           "written next to it. Cost claims are measured on exactly the paper's models (random weights: MACs, "
-           "params and latency do not depend on them). Accuracy claims are tested on the " + PROXY_NOTE + " Every "
-           "accuracy table says which rows it shows. A proxy verdict says whether the claim holds at that scale, "
-           "not whether the "
-           "paper's numbers reproduce.", "",
+           "with the paper's figure, this suite's figures, the rows behind them and verdicts computed by the rules "
+           "written next to them. Cost claims are measured on exactly the paper's models (random weights: MACs, "
+           "params and latency do not depend on them). Accuracy claims are tested on up to "
+           f"{len(RUNGS)} rungs of evidence, each with its own verdict, side by side, and nothing averaged across "
+           "them: " + "; ".join(f"*{label}*" for label in RUNGS.values()) + f". The rung *{RUNGS['scratch']}* is the "
+           + PROXY_NOTE + " Every accuracy table says which rung its rows stand on. A rung's verdict says "
+           "whether the claim holds there, not whether the paper's numbers reproduce; a claim that holds on one "
+           "rung and not on another says so.", "",
            "This file is generated by `bench report`, a pure function of the result files: it runs no model. "
            "Every number below comes from a row.", "",
            "## How this report was made", "", "```"]
@@ -376,41 +402,92 @@ def _intro(studies: Dict[str, object], commands: Dict[str, str]) -> List[str]:
             "less than a stated amount above the chance level (a constant predictor on the evaluation split, or "
             "a control run) or when two variants compared as the same did not really differ (how far learnable "
             "queries moved). A supported hypothesis counts as *reproduced*, a contradicted one as *not "
-            "reproduced*. Cost parts follow the rules written beside them.", "",
+            "reproduced*. Cost and coverage parts (the *rules*) follow the rules written beside them.", "",
             COMBINE_RULE, ""]
     return out
 
 
+def _cell(word: str, figure: str) -> str:
+    """A verdict word and its figure, for a table cell."""
+    return f"**{word}**" + (f": {figure}" if figure and figure != "—" else "")
+
+
+def _agreement(c: Claim) -> str:
+    """Whether the rungs that decided the claim agree: "yes", or "no" and each rung's word; "—" when fewer than
+    two rungs decided it."""
+    decided = {r: w for r, w in c.rung_verdicts.items() if w in (REPRODUCED, PARTLY, NOT_REPRODUCED)}
+    if len(decided) < 2:
+        return "—"
+    if len(set(decided.values())) == 1:
+        return "yes"
+    return "no: " + "; ".join(f"{w} ({RUNGS[r]})" for r, w in decided.items())
+
+
+def _ladder(c: Claim) -> str:
+    """A claim's ladder: the paper's figure, then the rules' and each rung's figure and word, one row each."""
+    rows = [["the paper", "—", c.paper_figure, "—"]]
+    if c.rule_parts:
+        rows.append(["rules (cost, coverage)", ", ".join(map(code, c.rule_studies)) or "—", c.suite_figure,
+                     f"**{c.rules_verdict}**"])
+    for rung, names in c.rung_studies.items():
+        rows.append([RUNGS[rung], ", ".join(map(code, names)), c.rung_figures[rung],
+                     f"**{c.rung_verdicts[rung]}**"])
+    return md_table(["rung", "studies", "figure", "verdict"], rows)
+
+
+def _part_lines(parts: Sequence[Part]) -> List[str]:
+    return [f"- {p.name}: **{p.verdict}**: {p.why}" + (f" *Rule:* {p.rule}." if p.rule else "") for p in parts]
+
+
 def _render_claim(c: Claim, studies: Dict[str, object]) -> List[str]:
-    """One claim's section: the paper's statement per study, this suite's figure, body, plots, verdict, parts."""
+    """One claim's section: the paper's statement per study (under its rung's name when the claim has several),
+    the ladder, body, plots, then each rung's verdict and parts and the rules' verdict and parts."""
     out = [f"<a id=\"claim-{c.number}\"></a>", f"## Claim {c.number}: {c.statement}", ""]
+    several = len(c.rung_studies) > 1
+    said = []  # the paper's statements already printed: a sibling rung's study often repeats its claim's
     for name in c.studies:
         study = get_study(name)
-        out += [f"**The paper** ({code('bench study ' + name)}): {study.paper}", ""]
+        if several and study.hypotheses:
+            out += [f"*Rung: {RUNGS[study.rung]}* ({code('bench study ' + name)})", ""]
+            if study.paper not in said:
+                out += [f"**The paper:** {study.paper}", ""]
+        else:
+            out += [f"**The paper** ({code('bench study ' + name)}): {study.paper}", ""]
+        said.append(study.paper)
         if study.notes:
             out += [f"*About this study:* {study.notes}", ""]
     missing = [n for n in c.studies if studies.get(n) is None]
     if missing:
         out += ["**Not run yet:** " + ", ".join(f"`bench study {n}`" for n in missing), ""]
-    out += [f"**This suite:** {c.suite_figure}", ""]
+    out += ["**The ladder** (each rung's own figure and verdict; nothing is averaged across rungs):", "",
+            _ladder(c), ""]
     for block in c.body:
         out += [block, ""]
     for p in c.plots:
         out += [f"![claim {c.number}]({p})", ""]
-    out += [f"**Verdict: {c.verdict}.**", ""]
-    for p in c.parts:
-        out.append(f"- {p.name}: **{p.verdict}**: {p.why}" + (f" *Rule:* {p.rule}." if p.rule else ""))
-    out.append("")
+    for rung, word in c.rung_verdicts.items():
+        out += [f"**Verdict, {RUNGS[rung]}: {word}.**", ""] + _part_lines([p for p in c.parts if p.rung == rung])
+        out.append("")
+    if c.rule_parts:
+        out += [f"**Rules: {c.rules_verdict}.**", ""] + _part_lines(c.rule_parts) + [""]
     return out
 
 
 def render(claims: Sequence[Claim], studies: Dict[str, object], commands: Dict[str, str],
            sections: Sequence[Section] = ()) -> str:
-    """The README text."""
+    """The README text: the summary has the rules' column, a column per rung any claim stands on, and whether the
+    rungs agree."""
     out = _intro(studies, commands)
-    summary = [[f"[{c.number}](#claim-{c.number})", c.statement, c.paper_figure, c.suite_figure,
-                f"**{c.verdict}**"] for c in claims]
-    out += [md_table(["claim", "statement", "paper's figure", "this suite's figure", "verdict"], summary), ""]
+    rungs = [r for r in RUNGS if any(r in c.rung_studies for c in claims)]
+    summary = []
+    for c in claims:
+        rules = _cell(c.rules_verdict, c.suite_figure) if c.rule_parts else "—"
+        cells = [_cell(c.rung_verdicts[r], c.rung_figures[r]) if r in c.rung_studies else "—" for r in rungs]
+        summary.append([f"[{c.number}](#claim-{c.number})", c.statement, c.paper_figure, rules] + cells
+                       + [_agreement(c)])
+    headers = (["claim", "statement", "paper's figure", "rules (cost, coverage)"] + [RUNGS[r] for r in rungs]
+               + ["rungs agree?"])
+    out += [md_table(headers, summary), ""]
     for c in claims:
         out += _render_claim(c, studies)
     out += render_sections(sections, studies)
@@ -453,8 +530,8 @@ def build_report(results_dir: str = "results/runs", out_dir: str = "reports/pape
                  paper_dir: Optional[str] = "results/paper", make_plots: bool = True) -> Dict[str, object]:
     """Write ``<out_dir>/README.md``, its PNGs and copies of the study files used (``<out_dir>/results/``).
 
-    Returns ``dict(readme=path, plots=[...], copied=[...], verdicts={claim: word})``. Raises ValueError when the
-    results dir does not exist.
+    Returns ``dict(readme=path, plots=[...], copied=[...], verdicts={claim: {"rules": word, rung: word, ...}})``
+    (``Claim.verdicts``: no word across rungs). Raises ValueError when the results dir does not exist.
     """
     if not os.path.isdir(results_dir):
         raise ValueError(f"no results dir {results_dir!r}: run `bench study NAME` first (or pass --results-dir)")
@@ -470,4 +547,4 @@ def build_report(results_dir: str = "results/runs", out_dir: str = "reports/pape
         f.write(text)
     plots = [p for c in claims for p in c.plots] + [p for sec in sections for p in sec.plots]
     return dict(readme=readme, plots=[os.path.join(out_dir, p) for p in plots], copied=copied,
-                verdicts={c.number: c.verdict for c in claims})
+                verdicts={c.number: c.verdicts for c in claims})
