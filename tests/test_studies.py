@@ -9,15 +9,62 @@ from bench.run import runner
 from bench.cli import main
 from bench.studies import get_study, grid, list_studies
 
-ALL = ["backbone-vs-head", "classes", "compute", "drop-in", "groups", "pooling", "queries", "self-attention",
-       "zsl"]
+SCRATCH = ["backbone-vs-head", "classes", "compute", "drop-in", "groups", "pooling", "queries", "self-attention",
+           "zsl"]
+# Every accuracy claim's pretrained rung, and the fine-tuned setting of claim 3's main comparison.
+PRETRAINED = ["backbone-vs-head-pretrained", "drop-in-pretrained", "groups-pretrained", "pooling-pretrained",
+              "queries-pretrained", "self-attention-pretrained", "zsl-pretrained"]
+FINETUNED = ["pooling-finetuned"]
+ALL = SCRATCH + PRETRAINED + FINETUNED
 BEYOND = ["probing"]  # studies beyond the paper's claims (claim None; tests/test_probing_study.py)
+LITES = {f"tf_efficientnet_lite{i}" for i in range(3)}
 
 
 def test_every_claim_has_a_study():
     assert list_studies() == sorted(ALL + BEYOND)
-    assert sorted({get_study(n).claim for n in ALL}) == [1, 2, 3, 4, 5, 6, 7]
+    assert sorted({get_study(n).claim for n in SCRATCH}) == [1, 2, 3, 4, 5, 6, 7]
     assert all(get_study(n).claim is None for n in BEYOND)
+    assert {n: get_study(n).rung for n in ALL} == {**{n: "scratch" for n in SCRATCH},
+                                                   **{n: "pretrained" for n in PRETRAINED}, "pooling-finetuned": "finetuned"}
+
+
+def test_every_accuracy_claim_has_a_pretrained_rung():
+    """Claims 1-7 each on frozen ImageNet-pretrained EfficientNet-Lites and real images, five seeds, with the
+    from-scratch rung's hypotheses (same names, tests and margins) where the heads are the same."""
+    assert sorted(get_study(n).claim for n in PRETRAINED) == [1, 2, 3, 4, 5, 6, 7]
+    for name in PRETRAINED:
+        study = get_study(name)
+        for c in study.configs():
+            assert c.pretrained and c.protocol == "probe" and not c.cost_only and c.seeds == [0, 1, 2, 3, 4]
+            assert set(c.backbones) <= LITES and c.dataset.split("(")[0] in ("emoji", "fashion-mnist")
+        scratch = {h.name: h for h in get_study(name.replace("-pretrained", "")).hypotheses}
+        for h in study.hypotheses:
+            if h.name in scratch:
+                assert (h.test, h.margin, h.metric) == (scratch[h.name].test, scratch[h.name].margin,
+                                                        scratch[h.name].metric), h.name
+    [ft] = get_study("pooling-finetuned").configs()
+    assert ft.protocol == "finetune" and ft.pretrained and ft.backbones == ["tf_efficientnet_lite0"]
+    assert {h.name for h in get_study("pooling-finetuned").hypotheses} >= {"mldecoder-vs-gap"}
+
+
+def test_pretrained_rung_grids():
+    [groups] = get_study("groups-pretrained").configs()
+    assert groups.num_classes >= 1000  # the paper's large label space
+    assert [re.search(r"groups=(\d+)", h).group(1) if "groups" in h else "100" for h in groups.heads] == [
+        "1", "10", "50", "100"]
+    pooling = get_study("pooling-pretrained")
+    assert set(pooling.configs()[0].backbones) == LITES
+    assert all(h.per == ("backbone", "dataset", "img_size") for h in pooling.hypotheses)  # a verdict per backbone
+    pairs = {(h.variant["backbone"], h.reference["backbone"]) for h in get_study("backbone-vs-head-pretrained").hypotheses}
+    assert ("tf_efficientnet_lite0", "tf_efficientnet_lite1") in pairs and ("tf_efficientnet_lite0",
+                                                                           "tf_efficientnet_lite2") in pairs
+    [q] = get_study("queries-pretrained").hypotheses
+    assert q.differ == "query_shift" and q.differ_min > 0
+    datasets = {c.dataset.split("(")[0] for c in get_study("drop-in-pretrained").configs()}
+    assert datasets == {"emoji", "fashion-mnist"}  # multi-label and single-label
+    assert "vit" in get_study("drop-in-pretrained").notes.lower()  # says why no transformer
+    zsl = get_study("zsl-pretrained").configs()
+    assert {'random' in c.dataset for c in zsl} == {True, False} and all("holdout" in c.dataset for c in zsl)
 
 
 def test_grid_is_a_product():

@@ -7,12 +7,14 @@ Files are written as PNG and SVG.
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import List, Sequence
 
 import numpy as np
 
 from ..analysis.rows import ok_rows
+from ..analysis.stats import t_critical
 from .tables import primary_metric
 
 LOG_SPAN = 10.0  # max / min of an axis's data from which it is drawn logarithmic
@@ -104,9 +106,10 @@ def accuracy_points(df) -> list:
 
 
 def plot_pareto(points: list, x: str, out_dir: str, name: str, title: str,
-                exts: Sequence[str] = ("png", "svg")) -> List[str]:
-    """Accuracy against GMACs or throughput, one point per (backbone, head) with its seed spread, the Pareto front
-    dashed; the legend names each point (colour = head, marker = backbone)."""
+                exts: Sequence[str] = ("png", "svg"), interval: bool = False) -> List[str]:
+    """Accuracy against GMACs or throughput, one point per (backbone, head) with its seed spread (``interval``:
+    its 95% Student-t interval over seeds instead), the Pareto front dashed; the legend names each point (colour
+    = head, marker = backbone)."""
     plt = _plt()
     pts = [p for p in points if np.isfinite(p[x])]
     heads = list(dict.fromkeys(p["head"] for p in pts))
@@ -118,7 +121,8 @@ def plot_pareto(points: list, x: str, out_dir: str, name: str, title: str,
     ys = np.array([p["acc"] for p in pts], dtype=float)
     for p in pts:
         label = p["head"] if len(backbones) == 1 else f"{p['backbone']} + {p['head']}"
-        ax.errorbar(p[x], p["acc"], yerr=p["std"] if p["std"] > 0 else None, fmt=markers[p["backbone"]],
+        err = p["std"] * (t_critical(p["n"]) / math.sqrt(p["n"]) if interval and p["n"] > 1 else 1.0)
+        ax.errorbar(p[x], p["acc"], yerr=err if err > 0 else None, fmt=markers[p["backbone"]],
                     color=colors[p["head"]], capsize=3, ms=7, label=label)
     front = pareto_front(xs, ys, higher_x_better=(x == "throughput"))
     if len(front) > 1:
@@ -126,7 +130,8 @@ def plot_pareto(points: list, x: str, out_dir: str, name: str, title: str,
     metric = points[0]["metric"]
     n = max(p["n"] for p in points)
     ax.set_xlabel("GMACs per image (backbone + head)" if x == "gmacs" else "throughput (images/s)")
-    ax.set_ylabel(f"{metric} (%), mean ± std over {n} seed(s)")
+    spread = "mean and 95% t-interval" if interval else "mean ± std"
+    ax.set_ylabel(f"{metric} (%), {spread} over {n} seed(s)")
     set_scale(ax, "x", xs)
     set_scale(ax, "y", ys)
     ax.margins(x=0.08, y=0.1)

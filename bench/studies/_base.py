@@ -22,6 +22,23 @@ DATA_OPTIONS = ("dataset", "data_root", "protocol", "epochs", "seeds", "lr", "tr
 # ML-Decoder and the transformer decoder at CPU-scale widths (the paper's D=768, FFN 2048 would cost more than
 # the small backbone); both heads get the same widths so that comparisons stay fair.
 SMALL = "embed=128, ffn=512, heads=4"
+# The rungs of evidence an accuracy claim is tested on, in the report's order: a study tests its claim on one rung
+# (``Study.rung``); a claim's rungs are sibling studies in one file (``groups`` and ``groups-pretrained``). Nothing is
+# averaged across rungs: each gets its own verdict.
+RUNGS = {
+    "scratch": "from scratch, synthetic images",
+    "pretrained": "pretrained, frozen, real images",
+    "finetuned": "pretrained, fine-tuned, real images",
+}
+# The pretrained rung: frozen ImageNet-pretrained EfficientNet-Lites (weights installed with headbench, see
+# bench.backbones.pretrained) probed on real images at 128 px, their features computed once per (backbone, dataset,
+# split, resolution) and shared by every head, seed and study (bench.train.features' cache). The two real datasets
+# are the probing study's specs, so its cached features serve here too.
+PRETRAINED = dict(backbones=["tf_efficientnet_lite0"], pretrained=True, protocol="probe", img_size=128,
+                  seeds=[0, 1, 2, 3, 4], batch_sizes=[1], timing=False, workers=0)
+EMOJI = "emoji(train_size=2500, val_size=2000)"  # 100 classes, multi-label (mAP)
+FASHION = "fashion-mnist(train_size=2500, val_size=2000)"  # 10 classes, single-label (top-1)
+LITES = ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"]
 # The columns that make one accuracy setting: a hypothesis compares heads within it (pairs by seed), one verdict
 # per setting when a study runs several (or when `--backbone a,b` etc. make it several).
 SETTING = ("backbone", "dataset", "img_size")
@@ -105,6 +122,8 @@ class Study:
             ``bench.analysis.stats.evaluate`` decides them and the report renders the verdicts.
         cost_rules: the thresholds of the study's cost rules (e.g. the log-log slope below which growth counts
             as linear), by name, applied by the study's own ``claim_code``.
+        rung: the rung of evidence its accuracy hypotheses stand on (``RUNGS``): the claim's report shows each
+            rung's verdict side by side.
 
     The report (``bench.report.render``) renders each study from these; its own code, in the study's file, is built from
     ``bench.report.kit`` (``Claim``, ``Part``, ``Context``: every study's rows, the paper's rows, the out dir):
@@ -129,9 +148,14 @@ class Study:
     notes: str = ""
     hypotheses: List[Hypothesis] = dataclasses.field(default_factory=list)
     cost_rules: Dict[str, float] = dataclasses.field(default_factory=dict)
+    rung: str = "scratch"
     claim_code: Optional[Callable[..., None]] = None
     claim_section: Optional[Callable[..., Tuple[str, List[str]]]] = None
     section: Optional[Callable[..., Tuple[str, List[str]]]] = None
+
+    def __post_init__(self):
+        if self.rung not in RUNGS:
+            raise ValueError(f"study {self.name!r}: unknown rung {self.rung!r}; valid: {', '.join(RUNGS)}")
 
     def configs(self, results_dir: str = "results/runs", **overrides) -> list:
         """The RunConfigs of the study, every one writing to the study's own results file: each variation over

@@ -11,7 +11,7 @@ from typing import List, Set, Tuple
 from ..analysis.stats import accuracy_rows
 from ..report.kit import (NOT_RUN, PARTLY, REPRODUCED, Claim, Context, Part, Stat, bars, failed_rows, failures, fmt_num,
                           head_options, metric_of, not_run_part, num, short_label, stat)
-from ._base import PROXY, SETTING, SMALL, Hypothesis, Study, register_study
+from ._base import EMOJI, FASHION as FASHION_PROBE, LITES, PRETRAINED, PROXY, SETTING, SMALL, Hypothesis, Study, register_study
 
 MLD = f"mldecoder({SMALL})"
 HEADS = ["gap", MLD]
@@ -142,4 +142,22 @@ STUDY = register_study(Study(
                    per=SETTING),
     ],
     claim_code=claim_code,
+))
+
+
+PRETRAINED_STUDY = register_study(Study(
+    name="drop-in-pretrained",
+    claim=7,
+    rung="pretrained",
+    statement=STUDY.statement,
+    paper=STUDY.paper,
+    base=dict(PRETRAINED, backbones=LITES, epochs=4),
+    variations=[dict(dataset=EMOJI, heads=HEADS), dict(dataset=FASHION_PROBE, heads=HEADS)],
+    notes="GAP against ML-Decoder on the frozen features of the three ImageNet-pretrained EfficientNet-Lites (CNNs, "
+          "128 px), multi-label (real colour emoji, 100 classes, mAP) and single-label (Fashion-MNIST, 10 classes, "
+          "top-1; 2,500 training and 2,000 evaluation images each), 4 epochs, 5 seeds; one verdict per backbone "
+          "and dataset. No pretrained vision transformer is available offline (timm's hub is not reachable and no "
+          "ViT's weights install from the package registries), so this rung has CNNs only: the transformer side "
+          "of the claim rests on the from-scratch rung's tiny ViT.",
+    hypotheses=STUDY.hypotheses,
 ))

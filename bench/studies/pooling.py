@@ -10,6 +10,7 @@ every study's, from ``bench.analysis.stats``).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from typing import List, Sequence, Tuple
@@ -22,7 +23,7 @@ from ..analysis.stats import t_critical
 from ..report.fmt import md_table
 from ..report.kit import Context
 from ..report.plots import plot_accuracy_vs_cost
-from ._base import PROXY, SETTING, SMALL, Hypothesis, Study, register_study
+from ._base import EMOJI, LITES, PRETRAINED, PROXY, SETTING, SMALL, Hypothesis, Study, register_study
 
 # The heads, one canonical spec each (the ``head`` label of their rows; written out, not computed, so that the
 # report can read this file without loading model code). ML-Decoder at the suite's CPU-scale widths (SMALL);
@@ -128,17 +129,20 @@ def _cost_table(compute_df) -> str:
             + md_table(["backbone", "px"] + [f"{k} GMACs" for k in kinds], rows))
 
 
-def pooling_section(df, out_dir: str, compute_df=None, make_plots: bool = True) -> Tuple[str, List[str]]:
+def pooling_section(df, out_dir: str, compute_df=None, make_plots: bool = True, study: "Study" = None,
+                    stem: str = "pooling_pareto") -> Tuple[str, List[str]]:
     """The pooling study's section: a table per setting (mean ± sd, 95% interval, n, head GMACs and params) and a
     Pareto plot of accuracy against head GMACs; the hypotheses' verdicts are the report's generic lines
-    (``bench.analysis.stats.evaluate``). Returns (markdown, plot file names in ``out_dir``)."""
-    metric = STUDY.hypotheses[0].metric if STUDY.hypotheses else "map"
-    parts = [f"### Pooling baselines and Query2Label\n\n{STUDY.statement}\n\n*Published:* {STUDY.paper}\n\n"
-             f"*Setting:* {STUDY.notes}"]
+    (``bench.analysis.stats.evaluate``). ``study``: the rung's study (default the from-scratch one), whose notes
+    head the section; ``stem``: the plots' file names. Returns (markdown, plot file names in ``out_dir``)."""
+    study = study or STUDY
+    metric = study.hypotheses[0].metric if study.hypotheses else "map"
+    parts = [f"### Pooling baselines and Query2Label ({study.rung})\n\n{study.statement}\n\n*Published:* "
+             f"{study.paper}\n\n*Setting:* {study.notes}"]
     plots: List[str] = []
     points = head_points(df, metric) if df is not None and len(df) else []
     if not points:
-        parts.append(f"Not run yet: `bench study pooling` (no finished rows with `{metric}`).")
+        parts.append(f"Not run yet: `bench study {study.name}` (no finished rows with `{metric}`).")
     settings = list(dict.fromkeys((p["backbone"], p["dataset"], p["img_size"]) for p in points))
     for i, (bb, ds, size) in enumerate(settings):
         pts = [p for p in points if (p["backbone"], p["dataset"], p["img_size"]) == (bb, ds, size)]
@@ -148,7 +152,7 @@ def pooling_section(df, out_dir: str, compute_df=None, make_plots: bool = True) 
                      + md_table(["head", f"{metric}", "95% interval", "n", "head GMACs", "head params (M)",
                                   "total GMACs"], rows))
         if make_plots:
-            name = "pooling_pareto" + (f"_{i}" if len(settings) > 1 else "")
+            name = stem + (f"_{i}" if len(settings) > 1 else "")
             files = plot_accuracy_vs_cost(pts, out_dir, name, f"Heads on {bb}, {ds}, {int(size)} px: accuracy "
                                           "against the head's own cost", exts=("png",))
             plots += [os.path.basename(f) for f in files]
@@ -180,4 +184,39 @@ STUDY = register_study(Study(
           "with the recipe's 1 encoder and 2 decoder layers); CSRA at the README's COCO setting. The Pareto plot "
           "puts each head's mAP (mean and 95% interval over seeds) against its own GMACs.",
     claim_section=claim_section,
+))
+
+
+# The same hypotheses on real images, one verdict per backbone (the rows of three backbones are three settings).
+PER_SETTING = [dataclasses.replace(h, per=SETTING) for h in HYPOTHESES]
+FINETUNED_HEADS = [GAP, GMP, MLDECODER]
+
+PRETRAINED_STUDY = register_study(Study(
+    name="pooling-pretrained",
+    claim=3,
+    rung="pretrained",
+    statement=STUDY.statement,
+    paper=STUDY.paper,
+    base=dict(PRETRAINED, backbones=LITES, dataset=EMOJI, epochs=4),
+    variations=[dict(heads=HEADS)],
+    hypotheses=PER_SETTING,
+    notes="The same heads and hypotheses on the frozen features of each ImageNet-pretrained EfficientNet-Lite "
+          "(lite0, lite1, lite2 at 128 px) on real colour emoji (100 classes, 2,500 training and 2,000 evaluation "
+          "images, mAP), 4 epochs, 5 seeds; one verdict per backbone.",
+    claim_section=lambda rows, ctx: pooling_section(rows, ctx.out_dir, make_plots=ctx.make_plots,
+                                                    study=PRETRAINED_STUDY, stem="pooling_pretrained"),
+))
+
+FINETUNED_STUDY = register_study(Study(
+    name="pooling-finetuned",
+    claim=3,
+    rung="finetuned",
+    statement=STUDY.statement,
+    paper=STUDY.paper,
+    base=dict(PRETRAINED, protocol="finetune", dataset=EMOJI, epochs=2),
+    variations=[dict(heads=FINETUNED_HEADS)],
+    hypotheses=[h for h in PER_SETTING if {h.variant["head"], h.reference["head"]} <= set(FINETUNED_HEADS)],
+    notes="The claim's main comparison with the backbone trained too: ImageNet-pretrained EfficientNet-Lite0 "
+          "fine-tuned with each head (the recipe's lr 1e-4, one-cycle, EMA) on the same emoji data at 128 px, 2 "
+          "epochs, 5 seeds: beside the frozen rung's lite0 rows it tells what freezing changes.",
 ))

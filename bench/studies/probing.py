@@ -22,13 +22,11 @@ from ..analysis.stats import by_seed, evaluate, select, t_critical
 from ..report.fmt import fmt_interval, format_count, md_table
 from ..report.kit import Context
 from ..report.plots import plot_accuracy_vs_cost
-from ._base import SETTING, SMALL, Hypothesis, Study, register_study
+from ._base import EMOJI, FASHION, LITES as BACKBONES, SETTING, SMALL, Hypothesis, Study, register_study
 
-BACKBONES = ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"]
-# The datasets, one canonical spec each (the ``dataset`` column of their rows), with the metric each is judged by.
-# Sizes chosen so that the study's 30 probe cells fit the 45-minute budget on the 2-core CPU (see ``notes``).
-FASHION = "fashion-mnist(train_size=2500, val_size=2000)"
-EMOJI = "emoji(train_size=2500, val_size=2000)"
+# The datasets (``bench.studies._base``'s, shared with the claims' pretrained rung, so one extraction of their
+# features serves both), with the metric each is judged by. Sizes chosen so that the study's 30 probe cells fit the
+# 45-minute budget on the 2-core CPU (see ``notes``).
 METRICS = {FASHION: "top1", EMOJI: "map"}
 # The linear probe: GAP -> BatchNorm without affine -> linear, the probing papers' readout (bench.heads._readout).
 LINEAR = "gap(bn=True)"
@@ -254,6 +252,7 @@ def _ms(v: float) -> str:
 
 STUDY = register_study(Study(
     name="probing",
+    rung="pretrained",
     claim=None,
     statement="Attentive probes beat the linear probe on frozen pretrained features, by enough to pay for "
               "their cost.",
