@@ -10,6 +10,7 @@ import csv
 import importlib.util
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -628,3 +629,26 @@ def test_a_study_file_that_holds_a_row_twice_counts_it_once(tmp_path):
     df = load_studies(str(tmp_path))["queries"]
     ok = df[df["status"] == "ok"]
     assert sorted(ok["seed"]) == [0, 1] and (df["status"] == "error").sum() == 1
+
+
+def test_measured_times_are_shown_per_study_and_rung_and_copied(fixture_dirs):
+    """`scripts/studies_time.py --run DIR` records each study's wall time in DIR/times.csv: the report shows it in
+    the environment table, per rung (summed) and beside the study in its claim's ladder, and copies the file."""
+    fields = "study,rung,wall_s,exit_code,lanes,threads,cold_cache,cpu,torch_version,git_commit,timestamp,command"
+    cmd = "python scripts/studies_time.py --rung scratch --run runs --cold"
+    lines = [fields, f"groups,scratch,600.0,0,1,2,1,Test CPU,2.x,abc,2026-12-03T10:00:00,{cmd}",
+             f"groups,scratch,300.0,0,1,2,1,Test CPU,2.x,abc,2026-12-03T11:00:00,{cmd}",  # a rerun: the latest
+             f"zsl,scratch,120.0,0,1,2,1,Test CPU,2.x,abc,2026-12-03T11:00:00,{cmd}"]
+    with open(os.path.join("runs", "times.csv"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    res = rp.build_report("runs", "report", "paper")
+    text = open(res["readme"]).read()
+    env = text[text.index("## Environment"):text.index("## Summary")]
+    assert re.search(r"\| groups \| scratch \|.*\| 5\.0 min \|", env)  # 300 s, the latest run
+    assert re.search(r"\| zsl \| scratch \|.*\| 2\.0 min \|", env)
+    assert "2 studies in 7.0 min of wall time" in env and "from an empty cache" in env and cmd in env
+    claim2 = text[text.index('<a id="claim-2">'):text.index('<a id="claim-3">')]
+    assert "`groups` (5.0 min)" in claim2
+    assert os.path.isfile(os.path.join("report", "results", "times.csv"))
+    again = rp.build_report(os.path.join("report", "results"), "report2", "paper")  # rebuilt from the copies
+    assert "`groups` (5.0 min)" in open(again["readme"]).read()

@@ -303,6 +303,42 @@ def load_studies(results_dir: str) -> Dict[str, object]:
     return out
 
 
+TIMES = "times.csv"  # measured wall time per study (scripts/studies_time.py --run), beside the study files
+
+
+def load_times(results_dir: str) -> Dict[str, dict]:
+    """study -> its latest measured run (``<results_dir>/times.csv``: wall_s, rung, threads, lanes, cold_cache, cpu,
+    timestamp, command), written by ``scripts/studies_time.py --run``; empty when there is none."""
+    path = os.path.join(results_dir, TIMES)
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return {}
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return {r["study"]: r for r in df.to_dict("records")}  # later rows replace earlier ones
+
+
+def _minutes(times: Dict[str, dict], name: str) -> str:
+    r = times.get(name)
+    return f"{float(r['wall_s']) / 60:.1f} min" if r and r.get("wall_s") else "—"
+
+
+def _rung_times(times: Dict[str, dict]) -> List[str]:
+    """One line per rung measured: its studies' wall times summed, how they ran, the command."""
+    out = []
+    for rung, label in RUNGS.items():
+        rs = [r for r in times.values() if r.get("rung") == rung]
+        if not rs:
+            continue
+        total = sum(float(r["wall_s"]) for r in rs)
+        cold = all(str(r.get("cold_cache")) == "1" for r in rs)
+        failed = [r["study"] for r in rs if str(r.get("exit_code")) not in ("0", "")]
+        out.append(f"- *{label}*: {len(rs)} studies in {total / 60:.1f} min of wall time, one after another "
+                   f"({', '.join(sorted({r['lanes'] + ' lane(s) of ' + r['threads'] + ' thread(s)' for r in rs}))}"
+                   f"{', from an empty cache: every feature extraction included' if cold else ''}) on "
+                   f"{', '.join(sorted({r['cpu'] for r in rs}))}, {min(r['timestamp'] for r in rs)[:10]}: "
+                   f"`{rs[0]['command']}`" + (f"; exited with an error: {', '.join(failed)}" if failed else ""))
+    return out
+
+
 def load_paper(paper_dir: Optional[str]):
     """The paper's figures as rows (every CSV in ``paper_dir``); empty when there is none."""
     if not paper_dir or not os.path.isdir(paper_dir):
@@ -318,7 +354,8 @@ def _show_path(p: str) -> str:
     return rel if not rel.startswith("..") else p
 
 
-def _environment(studies: Dict[str, object]) -> str:
+def _environment(studies: Dict[str, object], times: Optional[Dict[str, dict]] = None) -> str:
+    times = times or {}
     rows = []
     fields = ("cpu", "gpu", "threads", "torch_version", "timm_version", "bench_version", "git_commit")
     seen = {f: [] for f in fields}
@@ -326,14 +363,15 @@ def _environment(studies: Dict[str, object]) -> str:
         study = get_study(name)
         rung = study.rung if study.hypotheses else "—"  # a study without hypotheses stands on no rung
         if df is None:
-            rows.append([name, rung, "—", "—", "—", "—", "—"])
+            rows.append([name, rung, "—", "—", "—", "—", "—", _minutes(times, name)])
             continue
         ok, bad = len(ok_rows(df)), len(failed_rows(df))
         ts = sorted(str(t)[:10] for t in df["timestamp"].dropna().astype(str) if t and t != "nan")
         dates = (ts[0] if ts[0] == ts[-1] else f"{ts[0]} to {ts[-1]}") if ts else "—"
         commits = ", ".join(sorted({str(v) for v in df["git_commit"].dropna().astype(str)})) or "—"
         secs, cells = training_time(df)
-        rows.append([name, rung, ok, bad, dates, commits, f"{secs:.0f}" if cells else "— (cost only)"])
+        rows.append([name, rung, ok, bad, dates, commits, f"{secs:.0f}" if cells else "— (cost only)",
+                     _minutes(times, name)])
         for f in fields:
             for v in df[f].dropna():
                 s = str(int(v)) if f == "threads" and isinstance(v, (int, float)) else str(v)
@@ -349,7 +387,12 @@ def _environment(studies: Dict[str, object]) -> str:
             "benchmark: how long the whole set takes on a machine is what `python scripts/studies_time.py` "
             "estimates there (and measures with `--run DIR`; reports/perf/studies_time.md).\n\n"
             + "\n".join(env) + "\n\n"
-            + md_table(["study", "rung", "rows ok", "rows failed", "dates", "commit", "training s"], rows))
+            + md_table(["study", "rung", "rows ok", "rows failed", "dates", "commit", "training s", "measured wall"],
+                       rows)
+            + ("\n\n*Measured wall time* (`times.csv` beside the study files, written by "
+               "`python scripts/studies_time.py --rung RUNG --run DIR`; the whole `bench study NAME` process, "
+               "start-up, data, feature extraction, training and evaluation):\n\n" + "\n".join(_rung_times(times))
+               if times else ""))
 
 
 def render_sections(sections: Sequence[Section], studies: Dict[str, object]) -> List[str]:
@@ -370,7 +413,8 @@ def render_sections(sections: Sequence[Section], studies: Dict[str, object]) -> 
     return out
 
 
-def _intro(studies: Dict[str, object], commands: Dict[str, str]) -> List[str]:
+def _intro(studies: Dict[str, object], commands: Dict[str, str], times: Optional[Dict[str, dict]] = None
+           ) -> List[str]:
     """The report's opening: what it is, the commands that made it, the environment, how verdicts are made."""
     out = ["# ML-Decoder's claims, tested by headbench", "",
            "Each claim of *ML-Decoder: Scalable and Versatile Classification Head* (Ridnik et al., WACV 2023) "
@@ -389,7 +433,7 @@ def _intro(studies: Dict[str, object], commands: Dict[str, str]) -> List[str]:
         out.append(f"bench study {name}" + ("" if studies.get(name) is not None else "    # not run yet"))
     out += [commands["report"], "```", "",
             f"The study files used are copied to `{commands['copied']}`; to rebuild this report from them: "
-            f"`{commands['regenerate']}`.", "", "## Environment", "", _environment(studies), "",
+            f"`{commands['regenerate']}`.", "", "## Environment", "", _environment(studies, times), "",
             "## Summary", "",
             "Accuracy verdicts come from the hypotheses each study declares beside its grid (`bench/studies/`), "
             "decided by `bench.analysis.stats`: heads are compared seed by seed (every head of a seed shares the "
@@ -423,14 +467,20 @@ def _agreement(c: Claim) -> str:
     return "no: " + "; ".join(f"{w} ({RUNGS[r]})" for r, w in decided.items())
 
 
-def _ladder(c: Claim) -> str:
-    """A claim's ladder: the paper's figure, then the rules' and each rung's figure and word, one row each."""
+def _ladder(c: Claim, times: Optional[Dict[str, dict]] = None) -> str:
+    """A claim's ladder: the paper's figure, then the rules' and each rung's figure and word, one row each; a
+    study's measured wall time beside its name where ``times`` has it."""
+    times = times or {}
+
+    def named(names):
+        return ", ".join(code(n) + (f" ({_minutes(times, n)})" if n in times else "") for n in names)
+
     rows = [["the paper", "—", c.paper_figure, "—"]]
     if c.rule_parts:
-        rows.append(["rules (cost, coverage)", ", ".join(map(code, c.rule_studies)) or "—", c.suite_figure,
+        rows.append(["rules (cost, coverage)", named(c.rule_studies) or "—", c.suite_figure,
                      f"**{c.rules_verdict}**"])
     for rung, names in c.rung_studies.items():
-        rows.append([RUNGS[rung], ", ".join(map(code, names)), c.rung_figures[rung],
+        rows.append([RUNGS[rung], named(names), c.rung_figures[rung],
                      f"**{c.rung_verdicts[rung]}**"])
     return md_table(["rung", "studies", "figure", "verdict"], rows)
 
@@ -439,7 +489,7 @@ def _part_lines(parts: Sequence[Part]) -> List[str]:
     return [f"- {p.name}: **{p.verdict}**: {p.why}" + (f" *Rule:* {p.rule}." if p.rule else "") for p in parts]
 
 
-def _render_claim(c: Claim, studies: Dict[str, object]) -> List[str]:
+def _render_claim(c: Claim, studies: Dict[str, object], times: Optional[Dict[str, dict]] = None) -> List[str]:
     """One claim's section: the paper's statement per study (under its rung's name when the claim has several),
     the ladder, body, plots, then each rung's verdict and parts and the rules' verdict and parts."""
     out = [f"<a id=\"claim-{c.number}\"></a>", f"## Claim {c.number}: {c.statement}", ""]
@@ -460,7 +510,7 @@ def _render_claim(c: Claim, studies: Dict[str, object]) -> List[str]:
     if missing:
         out += ["**Not run yet:** " + ", ".join(f"`bench study {n}`" for n in missing), ""]
     out += ["**The ladder** (each rung's own figure and verdict; nothing is averaged across rungs):", "",
-            _ladder(c), ""]
+            _ladder(c, times), ""]
     for block in c.body:
         out += [block, ""]
     for p in c.plots:
@@ -474,10 +524,10 @@ def _render_claim(c: Claim, studies: Dict[str, object]) -> List[str]:
 
 
 def render(claims: Sequence[Claim], studies: Dict[str, object], commands: Dict[str, str],
-           sections: Sequence[Section] = ()) -> str:
+           sections: Sequence[Section] = (), times: Optional[Dict[str, dict]] = None) -> str:
     """The README text: the summary has the rules' column, a column per rung any claim stands on, and whether the
-    rungs agree."""
-    out = _intro(studies, commands)
+    rungs agree; ``times`` (``load_times``): each study's measured wall time, where measured."""
+    out = _intro(studies, commands, times)
     rungs = [r for r in RUNGS if any(r in c.rung_studies for c in claims)]
     summary = []
     for c in claims:
@@ -489,7 +539,7 @@ def render(claims: Sequence[Claim], studies: Dict[str, object], commands: Dict[s
                + ["rungs agree?"])
     out += [md_table(headers, summary), ""]
     for c in claims:
-        out += _render_claim(c, studies)
+        out += _render_claim(c, studies, times)
     out += render_sections(sections, studies)
     return "\n".join(out).rstrip() + "\n"
 
@@ -503,6 +553,13 @@ def _copy_study_files(studies: Dict[str, object], results_dir: str, out_dir: str
             continue
         src = os.path.join(results_dir, f"study-{name}.csv")
         dst = os.path.join(copy_dir, f"study-{name}.csv")
+        os.makedirs(copy_dir, exist_ok=True)
+        if not (os.path.exists(dst) and os.path.samefile(src, dst)):
+            shutil.copyfile(src, dst)
+        copied.append(dst)
+    src = os.path.join(results_dir, TIMES)
+    if os.path.isfile(src):  # the measured times go with the rows they timed
+        dst = os.path.join(copy_dir, TIMES)
         os.makedirs(copy_dir, exist_ok=True)
         if not (os.path.exists(dst) and os.path.samefile(src, dst)):
             shutil.copyfile(src, dst)
@@ -541,7 +598,8 @@ def build_report(results_dir: str = "results/runs", out_dir: str = "reports/pape
     claims = build_claims(ctx)
     sections = build_sections(ctx)
     copied = _copy_study_files(studies, results_dir, out_dir)
-    text = render(claims, studies, _commands(results_dir, out_dir, paper_dir), sections)
+    times = load_times(results_dir)
+    text = render(claims, studies, _commands(results_dir, out_dir, paper_dir), sections, times)
     readme = os.path.join(out_dir, "README.md")
     with open(readme, "w") as f:
         f.write(text)
