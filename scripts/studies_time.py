@@ -10,9 +10,9 @@
                 skipped), each lane one `bench study NAME` after another, add each study's measured wall time and
                 the whole set's to the report, and record them in RESULTS_DIR/times.csv (which `bench report`
                 shows beside each study)
-      --lanes   studies run side by side [default: 2 single-thread lanes for scratch; 1 lane with every core for
-                the pretrained and fine-tuned rungs, whose studies share cached features: two lanes would extract
-                the same features twice at once]
+      --lanes   studies run side by side, each lane one `bench study NAME` after another with an equal share of
+                the cores [default: 2]. The pretrained rung's studies share cached features: a feature file that
+                two lanes need at the same moment is extracted by both (written atomically; the time counts)
       --cold    with --run: an empty cache ($HEADBENCH_CACHE in a temporary folder), so that the measured time
                 includes extracting each (backbone, dataset, split, resolution)'s features once, converting the
                 pretrained weights and embedding the class names, as on a fresh machine
@@ -125,7 +125,7 @@ def record_times(results_dir: str, measured: dict, rung: str, lanes: int, thread
 
 
 def main(rung="scratch", report=None, run=None, lanes=None, cold=False):
-    n_lanes = lanes or (2 if rung == "scratch" else 1)
+    n_lanes = lanes or 2
     threads = max(1, default_threads() // n_lanes)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)

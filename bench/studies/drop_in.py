@@ -11,7 +11,8 @@ from typing import List, Set, Tuple
 from ..analysis.stats import accuracy_rows
 from ..report.kit import (NOT_RUN, PARTLY, REPRODUCED, Claim, Context, Part, Stat, bars, failed_rows, failures, fmt_num,
                           head_options, metric_of, not_run_part, num, short_label, stat)
-from ._base import EMOJI, FASHION as FASHION_PROBE, LITES, PRETRAINED, PROXY, SETTING, SMALL, Hypothesis, Study, register_study
+from ._base import (EMOJI, FASHION as FASHION_PROBE, LITES, PRETRAINED, PROXY, SETTING, SMALL, Hypothesis, Study,
+                    register_study)
 
 MLD = f"mldecoder({SMALL})"
 HEADS = ["gap", MLD]

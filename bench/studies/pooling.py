@@ -189,7 +189,10 @@ STUDY = register_study(Study(
 
 # The same hypotheses on real images, one verdict per backbone (the rows of three backbones are three settings).
 PER_SETTING = [dataclasses.replace(h, per=SETTING) for h in HYPOTHESES]
-FINETUNED_HEADS = [GAP, GMP, MLDECODER]
+FINETUNED_HEADS = [GAP, MLDECODER]
+# Fine-tuning on this CPU: at the recipe's lr 1e-4, 2 epochs left GAP and ML-Decoder within 3 mAP points of chance
+# (seed 0, 1,500 training images: 5.2 and 4.3 against 2.5); at 1e-3, 38.6 and 17.9 (see notes).
+FINETUNE_LR = 1e-3
 
 PRETRAINED_STUDY = register_study(Study(
     name="pooling-pretrained",
@@ -213,10 +216,15 @@ FINETUNED_STUDY = register_study(Study(
     rung="finetuned",
     statement=STUDY.statement,
     paper=STUDY.paper,
-    base=dict(PRETRAINED, protocol="finetune", dataset=EMOJI, epochs=2),
+    base=dict(PRETRAINED, protocol="finetune", dataset=EMOJI, epochs=2, lr=FINETUNE_LR),
     variations=[dict(heads=FINETUNED_HEADS)],
     hypotheses=[h for h in PER_SETTING if {h.variant["head"], h.reference["head"]} <= set(FINETUNED_HEADS)],
-    notes="The claim's main comparison with the backbone trained too: ImageNet-pretrained EfficientNet-Lite0 "
-          "fine-tuned with each head (the recipe's lr 1e-4, one-cycle, EMA) on the same emoji data at 128 px, 2 "
-          "epochs, 5 seeds: beside the frozen rung's lite0 rows it tells what freezing changes.",
+    notes="The claim's main comparison, ML-Decoder against GAP, with the backbone trained too: ImageNet-pretrained "
+          "EfficientNet-Lite0 fine-tuned with each head on the frozen rung's emoji data (2,500 training and 2,000 "
+          "evaluation images, 128 px), 2 epochs, 5 seeds: beside the frozen rung's lite0 rows it tells what "
+          "freezing changes. The learning rate is 1e-3, not the recipe's 1e-4 (made for 40 epochs): in 2 epochs at "
+          "1e-4 both heads stayed within 3 mAP points of chance (`bench run --backbone tf_efficientnet_lite0 "
+          "--pretrained --protocol finetune --img-size 128 --seeds 0 --epochs 2 --dataset \"emoji(train_size=1500, "
+          "val_size=1000)\" --heads gap,mldecoder(...)`: 5.2 and 4.3 mAP, chance 2.5; with --lr 1e-3: 38.6 and "
+          "17.9).",
 ))
