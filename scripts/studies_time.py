@@ -61,11 +61,11 @@ def run_lanes(lanes, results_dir, threads: int, env: dict):
             measured[name] = (time.perf_counter() - t, rc)
             print(f"{name}: {duration(measured[name][0])} (exit {rc})", flush=True)
 
-    threads = [threading.Thread(target=lane_worker, args=(lane,)) for lane in lanes]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    workers = [threading.Thread(target=lane_worker, args=(lane,)) for lane in lanes]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
     return measured
 
 
@@ -107,6 +107,7 @@ def schedule(accuracy: dict, lanes: int):
 def record_times(results_dir: str, measured: dict, rung: str, lanes: int, threads: int, cold: bool) -> str:
     """Append each study's measured wall time to ``results_dir/times.csv`` (a study measured again gets a new row;
     the report shows the latest)."""
+    os.makedirs(results_dir, exist_ok=True)
     path = os.path.join(results_dir, TIMES)
     env = environment("cpu")
     new = not os.path.exists(path)
