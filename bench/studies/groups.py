@@ -131,8 +131,9 @@ LARGE_CLASSES = 1000
 LARGE = f"emoji(classes={LARGE_CLASSES}, train_size=8000, val_size=2000)"
 LARGE_GROUPS = [1, 10, 50]
 DEFAULT_K = f"mldecoder({SMALL})"
-# Full decoding (K = N = 1,000 queries) does not fit this rung's time on the 2-core CPU: one seed's training at the
-# measured ~1.5 s per step (`python scripts/step_cost.py`: see notes) is ~12 min, an hour for five seeds.
+# Full decoding (K = N = 1,000 queries) does not fit this rung's time on the 2-core CPU: `python
+# scripts/full_decoding_cost.py` measured a training step of 790 ms against 86 ms at K = 100 and estimated its five
+# seeds at 37 min at 2 threads (reports/perf/full_decoding.md), beside the 44 min the whole rung took.
 PRETRAINED_STUDY = register_study(Study(
     name="groups-pretrained",
     claim=2,
@@ -144,7 +145,10 @@ PRETRAINED_STUDY = register_study(Study(
     notes="The paper's regime, a large label space: real colour emoji at 1,000 classes (8,000 training and 2,000 "
           "evaluation images, multi-label mAP), frozen ImageNet-pretrained EfficientNet-Lite0 features at 128 px, 4 "
           "epochs, 5 seeds; K in {1, 10, 50} against the paper's default K = 100. Full decoding (K = N = 1,000) is "
-          "not run: it does not fit this rung's time on a 2-core CPU (see the note below the study's grid).",
+          "not run: it does not fit this rung's 90-minute budget on a 2-core CPU. `python "
+          "scripts/full_decoding_cost.py` (reports/perf/full_decoding.md) measured its training step at 790 ms "
+          "against 86 ms at K = 100 (batch 64) and estimated its five seeds at 37 min on 2 threads, beside the 44 min "
+          "the whole rung took on two single-thread lanes, where it would run at one thread.",
     hypotheses=[
         Hypothesis(name=f"K={k} vs K=100",
                    statement=f"ML-Decoder with K={k} groups loses less than 1 mAP point against the paper's default "
