@@ -44,24 +44,24 @@ from bench.run.runner import plan_cells  # noqa: E402
 from bench.studies import RUNGS, get_study, list_studies  # noqa: E402
 
 TIMES = "times.csv"  # the measured wall time of each study, in the results folder beside its rows
-TIME_FIELDS = ["study", "rung", "wall_s", "exit_code", "lanes", "threads", "cold_cache", "cpu", "torch_version",
-               "git_commit", "timestamp", "command"]
+TIME_FIELDS = ["study", "rung", "wall_s", "exit_code", "lane", "lanes", "threads", "cold_cache", "cpu",
+               "torch_version", "git_commit", "timestamp", "command"]
 
 
 def run_lanes(lanes, results_dir, threads: int, env: dict):
-    """Run each lane's studies one after another, the lanes side by side; {study: (wall s, exit code)}."""
+    """Run each lane's studies one after another, the lanes side by side; {study: (wall s, exit code, lane)}."""
     env = dict(env, OMP_NUM_THREADS=str(threads))
     measured = {}
 
-    def lane_worker(names):
+    def lane_worker(lane, names):
         for name in names:
             t = time.perf_counter()
             rc = subprocess.call([sys.executable, "-m", "bench", "study", name, "--threads", str(threads),
                                   "--results-dir", results_dir], env=env, stdout=subprocess.DEVNULL)
-            measured[name] = (time.perf_counter() - t, rc)
+            measured[name] = (time.perf_counter() - t, rc, lane)
             print(f"{name}: {duration(measured[name][0])} (exit {rc})", flush=True)
 
-    workers = [threading.Thread(target=lane_worker, args=(lane,)) for lane in lanes]
+    workers = [threading.Thread(target=lane_worker, args=(i, lane)) for i, lane in enumerate(lanes)]
     for w in workers:
         w.start()
     for w in workers:
@@ -105,8 +105,8 @@ def schedule(accuracy: dict, lanes: int):
 
 
 def record_times(results_dir: str, measured: dict, rung: str, lanes: int, threads: int, cold: bool) -> str:
-    """Append each study's measured wall time to ``results_dir/times.csv`` (a study measured again gets a new row;
-    the report shows the latest)."""
+    """Append each study's measured wall time and its lane to ``results_dir/times.csv`` (a study measured again gets
+    a new row; the report shows the latest, and a rung's wall time as its longest lane's)."""
     os.makedirs(results_dir, exist_ok=True)
     path = os.path.join(results_dir, TIMES)
     env = environment("cpu")
@@ -116,12 +116,13 @@ def record_times(results_dir: str, measured: dict, rung: str, lanes: int, thread
         w = csv.DictWriter(f, fieldnames=TIME_FIELDS)
         if new:
             w.writeheader()
-        for name, (wall, rc) in measured.items():
-            w.writerow(dict(study=name, rung=rung, wall_s=f"{wall:.1f}", exit_code=rc, lanes=lanes, threads=threads,
+        for name, (wall, rc, lane) in measured.items():
+            w.writerow(dict(study=name, rung=rung, wall_s=f"{wall:.1f}", exit_code=rc, lane=lane, lanes=lanes,
+                            threads=threads,
                             cold_cache=int(cold), cpu=env["cpu"], torch_version=env["torch_version"],
                             git_commit=env["git_commit"], timestamp=now,
                             command=f"python scripts/studies_time.py --rung {rung} --run {results_dir}"
-                                    + (" --cold" if cold else "")))
+                                    + (" --cold" if cold else "") + (f" --lanes {lanes}" if lanes != 2 else "")))
     return path
 
 

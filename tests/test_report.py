@@ -646,7 +646,7 @@ def test_measured_times_are_shown_per_study_and_rung_and_copied(fixture_dirs):
     env = text[text.index("## Environment"):text.index("## Summary")]
     assert re.search(r"\| groups \| scratch \|.*\| 5\.0 min \|", env)  # 300 s, the latest run
     assert re.search(r"\| zsl \| scratch \|.*\| 2\.0 min \|", env)
-    assert "2 studies in 7.0 min of wall time" in env and "from an empty cache" in env and cmd in env
+    assert "2 studies in 7.0 min of wall time" in env and "from an empty cache" in env and cmd in env  # one lane
     claim2 = text[text.index('<a id="claim-2">'):text.index('<a id="claim-3">')]
     assert "`groups` (5.0 min)" in claim2
     assert os.path.isfile(os.path.join("report", "results", "times.csv"))

@@ -34,14 +34,18 @@ def test_longest_first_onto_the_shorter_lane(studies_time):
 
 
 def test_recorded_times_are_what_the_report_reads(studies_time, tmp_path):
-    path = studies_time.record_times(str(tmp_path), {"groups-pretrained": (600.04, 0), "zsl-pretrained": (90.0, 1)},
+    path = studies_time.record_times(str(tmp_path), {"groups-pretrained": (600.04, 0, 0), "zsl-pretrained": (90.0, 1, 1),
+                                                     "queries-pretrained": (60.0, 0, 1)},
                                      "pretrained", lanes=2, threads=1, cold=True)
-    studies_time.record_times(str(tmp_path), {"groups-pretrained": (300.0, 0)}, "pretrained", 2, 1, False)
+    studies_time.record_times(str(tmp_path), {"groups-pretrained": (300.0, 0, 0)}, "pretrained", 2, 1, False)
     assert path == str(tmp_path / "times.csv")
     times = render.load_times(str(tmp_path))
     assert times["groups-pretrained"]["wall_s"] == "300.0" and times["groups-pretrained"]["cold_cache"] == "0"
     assert times["zsl-pretrained"]["exit_code"] == "1" and times["zsl-pretrained"]["rung"] == "pretrained"
     assert "--rung pretrained --run" in times["zsl-pretrained"]["command"]
+    assert times["zsl-pretrained"]["lane"] == "1"
+    assert render.rung_wall(list(times.values())) == 300.0  # lane 0: 300 s; lane 1: 90 + 60 s
     [line] = render._rung_times(times)
-    assert "2 studies in 6.5 min" in line and "exited with an error: zsl-pretrained" in line
+    assert "3 studies in 5.0 min of wall time on 2 lane(s) of 1 thread(s)" in line and "sum to 7.5 min" in line
+    assert "exited with an error: zsl-pretrained" in line
     assert "empty cache" not in line  # one of them ran on a warm cache

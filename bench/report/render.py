@@ -321,8 +321,19 @@ def _minutes(times: Dict[str, dict], name: str) -> str:
     return f"{float(r['wall_s']) / 60:.1f} min" if r and r.get("wall_s") else "—"
 
 
+def rung_wall(rows: Sequence[dict]) -> float:
+    """A rung's wall time (seconds) from its studies' rows in ``times.csv``: the studies of a lane run one after
+    another and the lanes side by side, so the longest lane's sum (a row without a lane: one lane)."""
+    lanes: Dict[str, float] = {}
+    for r in rows:
+        lane = str(r.get("lane") or "0")
+        lanes[lane] = lanes.get(lane, 0.0) + float(r["wall_s"])
+    return max(lanes.values(), default=0.0)
+
+
 def _rung_times(times: Dict[str, dict]) -> List[str]:
-    """One line per rung measured: its studies' wall times summed, how they ran, the command."""
+    """One line per rung measured: its wall time (the longest lane's), the studies' own times summed, how they ran
+    and the command."""
     out = []
     for rung, label in RUNGS.items():
         rs = [r for r in times.values() if r.get("rung") == rung]
@@ -331,9 +342,10 @@ def _rung_times(times: Dict[str, dict]) -> List[str]:
         total = sum(float(r["wall_s"]) for r in rs)
         cold = all(str(r.get("cold_cache")) == "1" for r in rs)
         failed = [r["study"] for r in rs if str(r.get("exit_code")) not in ("0", "")]
-        out.append(f"- *{label}*: {len(rs)} studies in {total / 60:.1f} min of wall time, one after another "
-                   f"({', '.join(sorted({r['lanes'] + ' lane(s) of ' + r['threads'] + ' thread(s)' for r in rs}))}"
-                   f"{', from an empty cache: every feature extraction included' if cold else ''}) on "
+        how = ", ".join(sorted({f"{r['lanes']} lane(s) of {r['threads']} thread(s)" for r in rs}))
+        out.append(f"- *{label}*: {len(rs)} studies in {rung_wall(rs) / 60:.1f} min of wall time on {how}, each lane's "
+                   f"studies one after another (the studies' own times sum to {total / 60:.1f} min)"
+                   f"{'; from an empty cache: every feature extraction included' if cold else ''}; on "
                    f"{', '.join(sorted({r['cpu'] for r in rs}))}, {min(r['timestamp'] for r in rs)[:10]}: "
                    f"`{rs[0]['command']}`" + (f"; exited with an error: {', '.join(failed)}" if failed else ""))
     return out
