@@ -217,10 +217,13 @@ def study_group():
 
 @study_group.command("list")
 def study_list_cmd():
-    """List the studies with the claim each one tests."""
-    for name in list_studies():
+    """List the studies with the claim each one tests and the rung of evidence it tests it on."""
+    names = list_studies()
+    width = max(map(len, names))
+    for name in names:
         st = get_study(name)
-        click.echo(f"{name:18s} {_claim_text(st)}: {st.statement}")
+        rung = st.rung if st.hypotheses else "cost"  # a study without accuracy hypotheses stands on no rung
+        click.echo(f"{name:{width}s}  {rung:10s}  {_claim_text(st)}: {st.statement}")
 
 
 def _study_command(name: str):

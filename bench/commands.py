@@ -29,7 +29,7 @@ from .run.interrupt import Interrupted, handle_signals, resume_hint, with_resume
 from .run.results import read_results
 from .run.runner import LocalExecutor, pending_cells, plan_cells, run
 from .spec import parse_spec
-from .studies import get_study
+from .studies import RUNGS, get_study
 
 
 def validate(cfg: RunConfig) -> None:
@@ -307,6 +307,8 @@ def study_command(name: str, options: RunOptions) -> None:
     total = sum(len(plan_cells(cfg)) for cfg in configs)
     path = configs[0].results_path
     claim = f"claim {study.claim}" if study.claim is not None else "beyond the paper's claims"
+    if study.hypotheses:  # the rung of evidence its accuracy verdicts stand on
+        claim += f" ({RUNGS[study.rung]})"
     click.echo(f"bench study {name}: {claim}: {study.statement}\n"
                f"  {len(configs)} configurations, {total} cells, {todo} to run ({total - todo} already in {path})\n"
                f"  device {', '.join(sorted({cfg.device for cfg in configs}))}")

@@ -218,3 +218,11 @@ def test_proxy_fixes_in_the_grids():
     assert sorted(re.findall(r"query_noise=([\d.]+)", " ".join(zsl_heads))) == ["0.1", "0.3", "1.0"]
     [q] = get_study("queries").hypotheses
     assert q.differ == "query_shift" and q.differ_min > 0
+
+
+def test_study_list_names_each_study_s_rung(capsys):
+    main(["study", "list"])
+    lines = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()}
+    assert lines["groups"] == "scratch" and lines["groups-pretrained"] == "pretrained"
+    assert lines["pooling-finetuned"] == "finetuned" and lines["compute"] == "cost"  # no accuracy hypotheses
+    assert set(lines) == set(ALL + BEYOND)

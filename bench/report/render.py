@@ -321,6 +321,9 @@ def _minutes(times: Dict[str, dict], name: str) -> str:
     return f"{float(r['wall_s']) / 60:.1f} min" if r and r.get("wall_s") else "—"
 
 
+COLD = "; from an empty cache (feature extraction, weights, word vectors included)"
+
+
 def rung_wall(rows: Sequence[dict]) -> float:
     """A rung's wall time (seconds) from its studies' rows in ``times.csv``: the studies of a lane run one after
     another and the lanes side by side, so the longest lane's sum (a row without a lane: one lane)."""
@@ -343,9 +346,9 @@ def _rung_times(times: Dict[str, dict]) -> List[str]:
         cold = all(str(r.get("cold_cache")) == "1" for r in rs)
         failed = [r["study"] for r in rs if str(r.get("exit_code")) not in ("0", "")]
         how = ", ".join(sorted({f"{r['lanes']} lane(s) of {r['threads']} thread(s)" for r in rs}))
-        out.append(f"- *{label}*: {len(rs)} studies in {rung_wall(rs) / 60:.1f} min of wall time on {how}, each lane's "
-                   f"studies one after another (the studies' own times sum to {total / 60:.1f} min)"
-                   f"{'; from an empty cache: every feature extraction included' if cold else ''}; on "
+        out.append(f"- *{label}*: {len(rs)} {'study' if len(rs) == 1 else 'studies'} in {rung_wall(rs) / 60:.1f} min "
+                   f"of wall time on {how}, each lane's studies one after another (the studies' own times sum to "
+                   f"{total / 60:.1f} min){COLD if cold else ''}; on "
                    f"{', '.join(sorted({r['cpu'] for r in rs}))}, {min(r['timestamp'] for r in rs)[:10]}: "
                    f"`{rs[0]['command']}`" + (f"; exited with an error: {', '.join(failed)}" if failed else ""))
     return out
