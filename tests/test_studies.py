@@ -37,7 +37,9 @@ def test_every_accuracy_claim_has_a_pretrained_rung():
         for c in study.configs():
             assert c.pretrained and c.protocol == "probe" and not c.cost_only and c.seeds == [0, 1, 2, 3, 4]
             assert set(c.backbones) <= LITES and c.dataset.split("(")[0] in ("emoji", "fashion-mnist")
-        scratch = {h.name: h for h in get_study(name.replace("-pretrained", "")).hypotheses}
+        first = get_study(name.replace("-pretrained", ""))  # its sibling on the first rung (Study.on_rung)
+        assert (study.claim, study.statement, study.paper) == (first.claim, first.statement, first.paper)
+        scratch = {h.name: h for h in first.hypotheses}
         for h in study.hypotheses:
             if h.name in scratch:
                 assert (h.test, h.margin, h.metric) == (scratch[h.name].test, scratch[h.name].margin,

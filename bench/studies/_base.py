@@ -157,6 +157,14 @@ class Study:
         if self.rung not in RUNGS:
             raise ValueError(f"study {self.name!r}: unknown rung {self.rung!r}; valid: {', '.join(RUNGS)}")
 
+    def on_rung(self, rung: str, **fields) -> "Study":
+        """A sibling testing this study's claim on another rung (``RUNGS``): named ``<name>-<rung>``, with the same
+        claim, statement and paper, and the fields given (its grid, notes, hypotheses: this study's unless given).
+        It has no report code of its own unless given: the claim's code belongs to the study that draws it."""
+        own = dict(name=f"{self.name}-{rung}", rung=rung, claim_code=None, claim_section=None, section=None,
+                   cost_rules={})
+        return dataclasses.replace(self, **{**own, **fields})
+
     def configs(self, results_dir: str = "results/runs", **overrides) -> list:
         """The RunConfigs of the study, every one writing to the study's own results file: each variation over
         ``base``, the overrides given (not None) over both (the data options only where the variation trains),

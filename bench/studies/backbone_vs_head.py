@@ -176,12 +176,8 @@ def _pair(smaller: str, larger: str) -> List[Hypothesis]:
     ]
 
 
-PRETRAINED_STUDY = register_study(Study(
-    name="backbone-vs-head-pretrained",
-    claim=4,
-    rung="pretrained",
-    statement=STUDY.statement,
-    paper=STUDY.paper,
+PRETRAINED_STUDY = register_study(STUDY.on_rung(
+    "pretrained",
     base=dict(PRETRAINED, dataset=EMOJI, epochs=4),
     variations=[dict(backbones=LITES, heads=["gap", MLD])],
     notes="Real backbones of increasing cost: ImageNet-pretrained EfficientNet-Lite0, -Lite1 and -Lite2, frozen, "

@@ -146,12 +146,8 @@ STUDY = register_study(Study(
 ))
 
 
-PRETRAINED_STUDY = register_study(Study(
-    name="drop-in-pretrained",
-    claim=7,
-    rung="pretrained",
-    statement=STUDY.statement,
-    paper=STUDY.paper,
+PRETRAINED_STUDY = register_study(STUDY.on_rung(
+    "pretrained",
     base=dict(PRETRAINED, backbones=LITES, epochs=4),
     variations=[dict(dataset=EMOJI, heads=HEADS), dict(dataset=FASHION_PROBE, heads=HEADS)],
     notes="GAP against ML-Decoder on the frozen features of the three ImageNet-pretrained EfficientNet-Lites (CNNs, "
@@ -160,5 +156,4 @@ PRETRAINED_STUDY = register_study(Study(
           "and dataset. No pretrained vision transformer is available offline (timm's hub is not reachable and no "
           "ViT's weights install from the package registries), so this rung has CNNs only: the transformer side "
           "of the claim rests on the from-scratch rung's tiny ViT.",
-    hypotheses=STUDY.hypotheses,
 ))

@@ -134,12 +134,8 @@ DEFAULT_K = f"mldecoder({SMALL})"
 # Full decoding (K = N = 1,000 queries) does not fit this rung's time on the 2-core CPU: `python
 # scripts/full_decoding_cost.py` measured a training step of 790 ms against 86 ms at K = 100 and estimated its five
 # seeds at 37 min at 2 threads (reports/perf/full_decoding.md), beside the 44 min the whole rung took.
-PRETRAINED_STUDY = register_study(Study(
-    name="groups-pretrained",
-    claim=2,
-    rung="pretrained",
-    statement=STUDY.statement,
-    paper=STUDY.paper,
+PRETRAINED_STUDY = register_study(STUDY.on_rung(
+    "pretrained",
     base=dict(PRETRAINED, dataset=LARGE, epochs=4),
     variations=[dict(heads=[f"mldecoder({SMALL}, groups={k})" for k in LARGE_GROUPS] + [DEFAULT_K])],
     notes="The paper's regime, a large label space: real colour emoji at 1,000 classes (8,000 training and 2,000 "

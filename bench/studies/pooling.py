@@ -194,12 +194,8 @@ FINETUNED_HEADS = [GAP, MLDECODER]
 # (seed 0, 1,500 training images: 5.2 and 4.3 against 2.5); at 1e-3, 38.6 and 17.9 (see notes).
 FINETUNE_LR = 1e-3
 
-PRETRAINED_STUDY = register_study(Study(
-    name="pooling-pretrained",
-    claim=3,
-    rung="pretrained",
-    statement=STUDY.statement,
-    paper=STUDY.paper,
+PRETRAINED_STUDY = register_study(STUDY.on_rung(
+    "pretrained",
     base=dict(PRETRAINED, backbones=LITES, dataset=EMOJI, epochs=4),
     variations=[dict(heads=HEADS)],
     hypotheses=PER_SETTING,
@@ -210,12 +206,8 @@ PRETRAINED_STUDY = register_study(Study(
                                                     study=PRETRAINED_STUDY, stem="pooling_pretrained"),
 ))
 
-FINETUNED_STUDY = register_study(Study(
-    name="pooling-finetuned",
-    claim=3,
-    rung="finetuned",
-    statement=STUDY.statement,
-    paper=STUDY.paper,
+FINETUNED_STUDY = register_study(STUDY.on_rung(
+    "finetuned",
     base=dict(PRETRAINED, protocol="finetune", dataset=EMOJI, epochs=2, lr=FINETUNE_LR),
     variations=[dict(heads=FINETUNED_HEADS)],
     hypotheses=[h for h in PER_SETTING if {h.variant["head"], h.reference["head"]} <= set(FINETUNED_HEADS)],

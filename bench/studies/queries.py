@@ -66,17 +66,12 @@ STUDY = register_study(Study(
 ))
 
 
-PRETRAINED_STUDY = register_study(Study(
-    name="queries-pretrained",
-    claim=5,
-    rung="pretrained",
-    statement=STUDY.statement,
-    paper=STUDY.paper,
+PRETRAINED_STUDY = register_study(STUDY.on_rung(
+    "pretrained",
     base=dict(PRETRAINED, dataset=EMOJI, epochs=4),
     variations=[dict(heads=[FIXED, LEARNABLE])],
     notes="Fixed against learnable queries on the frozen features of ImageNet-pretrained EfficientNet-Lite0 (128 "
           "px) on real colour emoji (100 classes, mAP), 4 epochs, 5 seeds. Word queries are left to claim 6's "
           "pretrained rung (they need twice the epochs there to learn). The learnable queries must have moved at least "
           f"{MIN_QUERY_SHIFT:g} of their norm (`query_shift`) for the comparison to count.",
-    hypotheses=STUDY.hypotheses,
 ))

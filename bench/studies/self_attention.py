@@ -175,16 +175,11 @@ STUDY = register_study(Study(
 ))
 
 
-PRETRAINED_STUDY = register_study(Study(
-    name="self-attention-pretrained",
-    claim=1,
-    rung="pretrained",
-    statement=STUDY.statement,
-    paper=STUDY.paper,
+PRETRAINED_STUDY = register_study(STUDY.on_rung(
+    "pretrained",
     base=dict(PRETRAINED, dataset=EMOJI, epochs=4),
     variations=[dict(heads=[PLAIN, WITH_SA, TXDEC])],
     notes="The same heads and hypotheses on the frozen features of ImageNet-pretrained EfficientNet-Lite0 (128 px) "
           "on real colour emoji (100 classes, 2,500 training and 2,000 evaluation images, multi-label mAP), 4 "
           "epochs, 5 seeds. Full decoding: 100 queries, one per class.",
-    hypotheses=STUDY.hypotheses,
 ))

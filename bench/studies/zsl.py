@@ -124,12 +124,8 @@ EMOJI_CONTROL = 'emoji(holdout=20, train_size=2500, val_size=2000, embeddings="r
 EMOJI_EPOCHS = 8
 EMOJI_NOISE = [0.3]
 
-PRETRAINED_STUDY = register_study(Study(
-    name="zsl-pretrained",
-    claim=6,
-    rung="pretrained",
-    statement=STUDY.statement,
-    paper=STUDY.paper,
+PRETRAINED_STUDY = register_study(STUDY.on_rung(
+    "pretrained",
     base=dict(PRETRAINED, dataset=EMOJI_SEEN, epochs=EMOJI_EPOCHS),
     variations=[dict(heads=zsl_heads(EMOJI_NOISE)), dict(dataset=EMOJI_CONTROL, heads=[PLAIN])],
     notes="Real colour emoji, 100 classes of which 20 never appear in training (the glyph's Unicode name, e.g. "
