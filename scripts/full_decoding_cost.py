@@ -5,49 +5,29 @@
 Plans `bench study groups-pretrained`'s grid (emoji at 1,000 classes, frozen EfficientNet-Lite0 features, 4 epochs,
 5 seeds) once with each K the study runs and once with full decoding added, from an empty results folder, and
 prints the runner's own estimate of each head (``bench.measure.estimate``: quick measurements of a training step,
-a forward pass and a data read, the figure `bench study` prints before it starts) and a direct measurement of one
-training step of each head on feature-shaped input (batch 64, 1280 x 4 x 4, median of 5 after 2 warm-ups). Run it
-on a quiet machine.
+a forward pass and a data read, the figure `bench study` prints before it starts) and the training step of each
+head on the backbone's feature shape that the estimate stands on (``Calibration.head_step``, at the study's
+training batch). Run it on a quiet machine.
 """
 import dataclasses
 import datetime
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
 
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.heads import create_head, parse_head  # noqa: E402
-from bench.measure.estimate import duration, estimate_seconds  # noqa: E402
+from bench.heads import parse_head  # noqa: E402
+from bench.measure.estimate import Calibration, duration, estimate_seconds  # noqa: E402
 from bench.run.runner import plan_cells  # noqa: E402
 from bench.studies import get_study  # noqa: E402
 from bench.studies.groups import LARGE_CLASSES, SMALL  # noqa: E402
 
 FULL = f"mldecoder({SMALL}, groups={LARGE_CLASSES})"
-
-
-def step_ms(spec: str, n: int, batch: int = 64, channels: int = 1280, side: int = 4, reps: int = 5) -> float:
-    """Median milliseconds of one training step (forward, asymmetric-loss stand-in, backward, AdamW)."""
-    torch.manual_seed(0)
-    head = create_head(spec, channels, n)
-    opt = torch.optim.AdamW(head.parameters(), lr=1e-3)
-    x, y = torch.randn(batch, channels, side, side), (torch.rand(batch, n) < 0.003).float()
-    times = []
-    for i in range(reps + 2):
-        t = time.perf_counter()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(head(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if i >= 2:
-            times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
 
 
 def main(report: str = "reports/perf/full_decoding.md") -> None:
@@ -57,7 +37,7 @@ def main(report: str = "reports/perf/full_decoding.md") -> None:
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, torch "
              f"{torch.__version__}, {torch.get_num_threads()} threads; "
              f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.", "",
-             "| head | K | training step, batch 64 (ms) | estimated study time, 5 seeds |", "|---|---:|---:|---:|"]
+             "| head | K | training step on features (ms) | estimated study time, 5 seeds |", "|---|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as empty:
         cfg = study.configs(results_dir=empty)[0]
         heads = [str(h) for h in cfg.heads] + [FULL]
@@ -65,7 +45,7 @@ def main(report: str = "reports/perf/full_decoding.md") -> None:
             one = dataclasses.replace(cfg, heads=[parse_head(spec)])
             est = estimate_seconds(one, plan_cells(one), plots=False)
             k = parse_head(spec).options.get("groups", min(100, LARGE_CLASSES))
-            ms = step_ms(spec, LARGE_CLASSES)
+            ms = Calibration.for_config(one).head_step(one.backbones[0], spec, one.train_batch_size) * 1e3
             lines.append(f"| `{spec}` | {k} | {ms:.0f} | {duration(est)} |")
             print(lines[-1], flush=True)
     lines += ["", "The study's time budget is the pretrained rung's (all its studies within 90 minutes on a 2-core "

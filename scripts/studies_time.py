@@ -38,12 +38,12 @@ import time
 import torch  # noqa: E402
 
 from bench.measure.estimate import duration, estimate_seconds  # noqa: E402
+from bench.report.render import TIMES  # noqa: E402  (the file the report reads the times from)
 from bench.run.config import default_threads  # noqa: E402
 from bench.run.results import environment  # noqa: E402
 from bench.run.runner import plan_cells  # noqa: E402
 from bench.studies import RUNGS, get_study, list_studies  # noqa: E402
 
-TIMES = "times.csv"  # the measured wall time of each study, in the results folder beside its rows
 TIME_FIELDS = ["study", "rung", "wall_s", "exit_code", "lane", "lanes", "threads", "cold_cache", "cpu",
                "torch_version", "git_commit", "timestamp", "command"]
 

@@ -560,21 +560,15 @@ def render(claims: Sequence[Claim], studies: Dict[str, object], commands: Dict[s
 
 
 def _copy_study_files(studies: Dict[str, object], results_dir: str, out_dir: str) -> List[str]:
-    """Copy the study files used to ``<out_dir>/results/`` (so that the report can be rebuilt from them)."""
+    """Copy the study files used, and the times measured for them, to ``<out_dir>/results/`` (so that the report
+    can be rebuilt from them)."""
     copy_dir = os.path.join(out_dir, "results")
+    names = [f"study-{name}.csv" for name, df in studies.items() if df is not None]
+    if os.path.isfile(os.path.join(results_dir, TIMES)):  # the measured times go with the rows they timed
+        names.append(TIMES)
     copied = []
-    for name, df in studies.items():
-        if df is None:
-            continue
-        src = os.path.join(results_dir, f"study-{name}.csv")
-        dst = os.path.join(copy_dir, f"study-{name}.csv")
-        os.makedirs(copy_dir, exist_ok=True)
-        if not (os.path.exists(dst) and os.path.samefile(src, dst)):
-            shutil.copyfile(src, dst)
-        copied.append(dst)
-    src = os.path.join(results_dir, TIMES)
-    if os.path.isfile(src):  # the measured times go with the rows they timed
-        dst = os.path.join(copy_dir, TIMES)
+    for name in names:
+        src, dst = os.path.join(results_dir, name), os.path.join(copy_dir, name)
         os.makedirs(copy_dir, exist_ok=True)
         if not (os.path.exists(dst) and os.path.samefile(src, dst)):
             shutil.copyfile(src, dst)

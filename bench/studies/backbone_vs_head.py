@@ -7,7 +7,6 @@ less than the larger + GAP; the accuracy side is the hypotheses').
 from __future__ import annotations
 
 import dataclasses
-
 from typing import List, Tuple
 
 import numpy as np
@@ -45,8 +44,9 @@ def _paper_figure(paper) -> str:
                      for sm, lg in zip(bbs, bbs[1:]) if (sm, "mldecoder") in pts and (lg, "gap") in pts)
 
 
-def _table(points: list, metric: str) -> str:
-    """Speed-accuracy of every (backbone, head), with its place on the Pareto fronts (GMACs, throughput)."""
+def _table(points: list, metric: str, label: str) -> str:
+    """Speed-accuracy of every (backbone, head) of one rung (``label``), with its place on the Pareto fronts (GMACs,
+    throughput)."""
     ys = [p["acc"] for p in points]
     front = set(pareto_front([p["gmacs"] for p in points], ys))
     has_thr = any(np.isfinite(p["throughput"]) for p in points)
@@ -54,15 +54,15 @@ def _table(points: list, metric: str) -> str:
     rows = [[code(p["backbone"]), code(p["head"]), int(p["img_size"]), fmt_num(p["gmacs"], 3),
              fmt_num(p["throughput"], 1), str(p["stat"]), p["stat"].n, "yes" if i in front else "no",
              ("yes" if i in front_thr else "no") if has_thr else "—"] for i, p in enumerate(points)]
-    return (f"**Speed-accuracy** ({metric}, CPU-scale proxy; GMACs per image at the training size; throughput at "
+    return (f"**Speed-accuracy** ({metric}, {label}; GMACs per image at the training size; throughput at "
             "the largest timed batch; accuracy mean ± std over seeds).\n\n"
             + md_table(["backbone", "head", "px", "GMACs", "img/s", f"{metric} (%)", "n", "Pareto (GMACs)",
                         "Pareto (img/s)"], rows))
 
 
-def _cost_part(points: list) -> Tuple[Part, str]:
-    """The cost part (each smaller backbone + ML-Decoder against the next larger + GAP) and the summary's
-    figure."""
+def _cost_part(points: list, rung: str) -> Tuple[Part, str]:
+    """The cost part (each smaller backbone + ML-Decoder against the next larger + GAP), on the ``rung`` whose
+    backbones it measures, and the summary's figure."""
     gap_cost = {p["backbone"]: p["gmacs"] for p in points if p["kind"] == "gap"}
     order = sorted(gap_cost, key=gap_cost.get)
     checks, why, summary = [], [], []
@@ -79,7 +79,7 @@ def _cost_part(points: list) -> Tuple[Part, str]:
                    f"GMACs{faster}")
         summary.append(f"{small}+MLD {fmt_num(sm['gmacs'], 3)} vs {large}+GAP {fmt_num(lg['gmacs'], 3)} GMACs")
     part = Part(COST_PART, combine_checks(checks), "; ".join(why) or "needs GAP and ML-Decoder on two backbones",
-                RULE)
+                RULE, rung=rung)
     return part, "; ".join(summary)
 
 
@@ -118,9 +118,9 @@ def claim_code_of(study_name: str, stem: str, rung: str):
         for p in points:
             p["stat"] = stat(acc[(acc["backbone"] == p["backbone"]) & (acc["head"] == p["head"])][metric])
             p["kind"] = head_options(p["head"])[0]
-        claim.body.append(f"`{study_name}` ({label}): " + _table(points, metric))
-        part, summary = _cost_part(points)
-        claim.parts.append(dataclasses.replace(part, rung=rung))
+        claim.body.append(f"`{study_name}`: " + _table(points, metric, label))
+        part, summary = _cost_part(points, rung)
+        claim.parts.append(part)
         if summary:
             claim.suite_figure = summary if claim.suite_figure in ("", "—") else f"{claim.suite_figure}; {summary}"
         if ctx.make_plots:

@@ -132,8 +132,8 @@ LARGE = f"emoji(classes={LARGE_CLASSES}, train_size=8000, val_size=2000)"
 LARGE_GROUPS = [1, 10, 50]
 DEFAULT_K = f"mldecoder({SMALL})"
 # Full decoding (K = N = 1,000 queries) does not fit this rung's time on the 2-core CPU: `python
-# scripts/full_decoding_cost.py` measured a training step of 790 ms against 86 ms at K = 100 and estimated its five
-# seeds at 37 min at 2 threads (reports/perf/full_decoding.md), beside the 44 min the whole rung took.
+# scripts/full_decoding_cost.py` measured a training step of 867 ms against 91 ms at K = 100 and estimated its five
+# seeds at 38 min at 2 threads (reports/perf/full_decoding.md), beside the 44 min the whole rung took.
 PRETRAINED_STUDY = register_study(STUDY.on_rung(
     "pretrained",
     base=dict(PRETRAINED, dataset=LARGE, epochs=4),
@@ -142,8 +142,8 @@ PRETRAINED_STUDY = register_study(STUDY.on_rung(
           "evaluation images, multi-label mAP), frozen ImageNet-pretrained EfficientNet-Lite0 features at 128 px, 4 "
           "epochs, 5 seeds; K in {1, 10, 50} against the paper's default K = 100. Full decoding (K = N = 1,000) is "
           "not run: it does not fit this rung's 90-minute budget on a 2-core CPU. `python "
-          "scripts/full_decoding_cost.py` (reports/perf/full_decoding.md) measured its training step at 790 ms "
-          "against 86 ms at K = 100 (batch 64) and estimated its five seeds at 37 min on 2 threads, beside the 44 min "
+          "scripts/full_decoding_cost.py` (reports/perf/full_decoding.md) measured its training step at 867 ms "
+          "against 91 ms at K = 100 (batch 64) and estimated its five seeds at 38 min on 2 threads, beside the 44 min "
           "the whole rung took on two single-thread lanes, where it would run at one thread.",
     hypotheses=[
         Hypothesis(name=f"K={k} vs K=100",
